@@ -1,0 +1,1 @@
+"""y7nas core: genomes, yolov7-format YAML, model building, fusion and profiling."""
