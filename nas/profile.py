@@ -1,0 +1,223 @@
+"""Profiling: parameters, multiply-adds (fvcore), per-layer table and latency.
+
+Conventions, said once here and in every report: ``macs`` are multiply-adds as counted by fvcore
+(convolutions, batch-norm, upsampling); ``gflops = 2·macs/1e9`` (the YOLO convention; EfficientNet
+reports multiply-adds as "FLOPS"). Latency is wall-clock per batch in inference mode, after
+warm-up, with CUDA synchronisation when timing on a GPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from nas.errors import NasError
+
+# Ops our blocks emit that cost no multiply-adds worth counting (element-wise, pooling, shape).
+# Registering them explicitly keeps fvcore silent instead of warning "unsupported operator".
+_FREE_OPS = (
+    "aten::silu", "aten::silu_", "aten::leaky_relu", "aten::leaky_relu_", "aten::relu", "aten::relu_",
+    "aten::hardtanh", "aten::hardtanh_", "aten::hardswish", "aten::hardswish_", "aten::mish",
+    "aten::sigmoid", "aten::sigmoid_", "aten::max_pool2d", "aten::avg_pool2d", "aten::add",
+    "aten::add_", "aten::mul", "aten::mul_", "aten::sub", "aten::pow", "aten::cat", "aten::expand_as",
+    "aten::view", "aten::reshape", "aten::permute", "aten::contiguous", "aten::clone", "aten::copy_",
+    "aten::meshgrid", "aten::arange", "aten::stack", "aten::expand", "aten::to", "aten::zeros",
+    "aten::ones", "aten::repeat", "aten::div", "aten::floor_divide", "aten::slice", "aten::select",
+    "aten::index", "aten::unsqueeze", "aten::squeeze", "aten::pixel_unshuffle", "aten::flatten",
+    "aten::lift_fresh", "aten::detach", "aten::rsub", "aten::empty_like", "aten::fill_",
+)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    index: int
+    module: str
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Per-batch latency in milliseconds."""
+
+    median: float
+    p90: float
+    mean: float
+    runs: int
+    warmup: int
+    batch: int
+    img: int
+    threads: int
+    device: str
+    form: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Profile:
+    params: int
+    macs: int
+    img: int
+    layers: tuple[LayerCost, ...] = field(default=(), compare=False)
+
+    @property
+    def gflops(self) -> float:
+        return 2 * self.macs / 1e9
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3) -> tuple[int, dict]:
+    """Multiply-adds of one forward pass at ``img``×``img`` (total, by-module-name dict)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(batch, in_channels, img, img, device=device)
+        analysis = FlopCountAnalysis(model, x)
+        analysis.set_op_handle(**{op: None for op in _FREE_OPS})
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        analysis.tracer_warnings("none")
+        with _quiet_fvcore():
+            total = int(analysis.total())
+            by_module = {k: int(v) for k, v in analysis.by_module().items()}
+    finally:
+        model.train(was_training)
+    return total, by_module
+
+
+@contextlib.contextmanager
+def _quiet_fvcore():
+    logger = logging.getLogger("fvcore")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def profile_model(model: nn.Module, img: int = 640, layers: bool = False) -> Profile:
+    """Params and multiply-adds; with ``layers`` a per-layer breakdown (Detector models)."""
+    check_image_size(model, img)
+    macs, by_module = count_macs(model, img)
+    costs: tuple[LayerCost, ...] = ()
+    if layers and hasattr(model, "layers"):
+        rows = []
+        for i, layer in enumerate(model.layers):
+            name = model.info[i].module if hasattr(model, "info") else type(layer).__name__
+            rows.append(LayerCost(i, name, count_params(layer), by_module.get(f"layers.{i}", 0)))
+        costs = tuple(rows)
+    return Profile(count_params(model), macs, img, costs)
+
+
+def check_image_size(model: nn.Module, img: int) -> None:
+    """Refuse image sizes that are not a positive multiple of the model's largest stride."""
+    stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist() or [32]))
+    if img <= 0 or img % stride:
+        raise NasError(f"image size {img} must be a positive multiple of the model's largest stride {stride}")
+
+
+def measure_latency(model: nn.Module, img: int = 640, batch: int = 1, runs: int = 50, warmup: int = 10,
+                    threads: int | None = None, device: str = "cpu", form: str = "train") -> LatencyResult:
+    """Median/p90 wall-clock latency per batch, in inference mode."""
+    dev = resolve_device(device)
+    if runs < 1 or warmup < 0 or batch < 1:
+        raise NasError("latency needs runs ≥ 1, warmup ≥ 0 and batch ≥ 1")
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    was_training = model.training
+    model.eval().to(dev)
+    x = torch.rand(batch, 3, img, img, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(x)
+            sync()
+            for _ in range(runs):
+                start = time.perf_counter()
+                model(x)
+                sync()
+                times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    ordered = sorted(times)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return LatencyResult(statistics.median(times), p90, statistics.fmean(times), runs, warmup, batch, img,
+                         threads or previous_threads, str(dev), form)
+
+
+def resolve_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise NasError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise NasError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise NasError(f"unsupported device {device!r} (use cpu, cuda or cuda:N)")
+    return dev
+
+
+def max_abs_difference(reference: nn.Module, other: nn.Module, img: int, seed: int = 0) -> float:
+    """Largest absolute difference of the eval-mode (decoded) outputs on one random image."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, img, img, generator=generator)
+    reference.eval()
+    other.eval()
+    with torch.inference_mode():
+        a, b = _first_tensor(reference(x)), _first_tensor(other(x))
+    return float((a - b).abs().max())
+
+
+def _first_tensor(output) -> torch.Tensor:
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    return output
+
+
+def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: bool = False,
+                   latency: bool = False, runs: int = 50, warmup: int = 10, threads: int | None = None,
+                   device: str = "cpu", layers: bool = False) -> dict:
+    """Everything ``y7nas profile`` prints, as one JSON-ready dict.
+
+    Keys: ``params``, ``macs``, ``gflops``, ``img`` (and ``layers`` when asked); with ``deploy``
+    also ``params_deploy``, ``macs_deploy``, ``gflops_deploy`` and ``max_abs_diff`` (fused vs
+    eval-mode original on a random image); with ``latency`` a ``latency_ms`` object measured on the
+    deploy form when ``deploy`` is set, else on the train form.
+    """
+    from nas.fuse import fuse
+
+    resolve_device(device)
+    base = profile_model(model, img, layers=layers)
+    report: dict = {"params": base.params, "macs": base.macs, "gflops": round(base.gflops, 4), "img": img,
+                    "flops_convention": "gflops = 2 * multiply-adds / 1e9 (fvcore count)"}
+    if layers:
+        report["layers"] = [asdict(layer) for layer in base.layers]
+    timed, form = model, "train"
+    if deploy:
+        fused = fuse(model)
+        fused_profile = profile_model(fused, img)
+        report.update(params_deploy=fused_profile.params, macs_deploy=fused_profile.macs,
+                      gflops_deploy=round(fused_profile.gflops, 4),
+                      max_abs_diff=max_abs_difference(model, fused, img))
+        timed, form = fused, "deploy"
+    if latency:
+        result = measure_latency(timed, img, batch, runs, warmup, threads, device, form)
+        report["latency_ms"] = result.to_dict()
+    return report

@@ -1,0 +1,39 @@
+"""Turn what a user names as MODEL (preset, genome YAML, flat yolov7 YAML) into a cfg."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nas.cfg import ModelCfg, parse_cfg, read_yaml_mapping
+from nas.errors import ConfigError, NasError
+from nas.expand import expand
+from nas.genome import Genome
+from nas.presets import PRESETS
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved MODEL argument: the flat cfg, and the genome when one is known."""
+
+    name: str
+    cfg: ModelCfg
+    genome: Genome | None
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Resolve a preset name, a genome YAML file or a flat yolov7-format YAML file."""
+    if spec in PRESETS:
+        genome = PRESETS[spec]
+        return ModelSource(spec, parse_cfg(expand(genome), source=f"preset {spec}"), genome)
+    path = Path(spec)
+    if not path.exists():
+        raise NasError(f"{spec}: not a preset ({', '.join(PRESETS)}) and no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read model file ({exc})", source=spec) from None
+    data = read_yaml_mapping(text, spec)
+    if "backbone" in data or "head" in data:
+        return ModelSource(path.stem, parse_cfg(data, source=spec), None)
+    genome = Genome.from_dict(data, source=spec)
+    return ModelSource(path.stem, parse_cfg(expand(genome), source=spec), genome)
