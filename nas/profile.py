@@ -11,6 +11,7 @@ import contextlib
 import logging
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -78,18 +79,18 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3) -> tuple[int, dict]:
     """Multiply-adds of one forward pass at ``img``×``img`` (total, by-module-name dict)."""
-    from fvcore.nn import FlopCountAnalysis
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         x = torch.zeros(batch, in_channels, img, img, device=device)
-        analysis = FlopCountAnalysis(model, x)
-        analysis.set_op_handle(**{op: None for op in _FREE_OPS})
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        analysis.tracer_warnings("none")
         with _quiet_fvcore():
+            from fvcore.nn import FlopCountAnalysis  # its import warns about torch.jit.script
+
+            analysis = FlopCountAnalysis(model, x)
+            analysis.set_op_handle(**{op: None for op in _FREE_OPS})
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            analysis.tracer_warnings("none")
             total = int(analysis.total())
             by_module = {k: int(v) for k, v in analysis.by_module().items()}
     finally:
@@ -99,11 +100,14 @@ def count_macs(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3)
 
 @contextlib.contextmanager
 def _quiet_fvcore():
+    """Silence fvcore's logger and the tracer's deprecation/trace warnings for our own ops."""
     logger = logging.getLogger("fvcore")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         logger.setLevel(level)
 
