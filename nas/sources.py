@@ -33,7 +33,7 @@ def resolve_model(spec: str) -> ModelSource:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read model file ({exc})", source=spec) from None
     data = read_yaml_mapping(text, spec)
-    if "backbone" in data or "head" in data:
+    if "backbone" in data:
         return ModelSource(path.stem, parse_cfg(data, source=spec), None)
     genome = Genome.from_dict(data, source=spec)
     return ModelSource(path.stem, parse_cfg(expand(genome), source=spec), genome)
