@@ -133,28 +133,249 @@ def _print_profile(name: str, report: dict) -> None:
     out.print(table)
 
 
+# ----------------------------------------------------------------------------- scale
+@app.command()
+def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML or flat yolov7 YAML "
+                                                "(omit with --study/--trial)."),
+          phi: Optional[str] = typer.Option(None, "--phi", help="Compound exponents (default 0,1,2,3)."),
+          alpha: float = typer.Option(1.2, "--alpha", help="Depth base (>= 1)."),
+          beta: float = typer.Option(1.1, "--beta", help="Width base (>= 1)."),
+          gamma: float = typer.Option(1.15, "--gamma", help="Resolution base (>= 1)."),
+          img: int = typer.Option(640, "--img", help="Base input size (multiple of 32)."),
+          output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                help="Output folder (default RESULTS/scale/BASE)."),
+          grid_search: bool = typer.Option(False, "--grid-search", help="Grid-search alpha, beta, gamma at phi=1."),
+          fidelity: str = typer.Option("zero-cost", "--fidelity", help="Grid-search score: zero-cost or proxy."),
+          data: str = typer.Option("synthetic", "--data", help="Data YAML (or 'synthetic') for the zero-cost batch."),
+          grid_step: float = typer.Option(0.05, "--grid-step", help="Grid spacing of alpha, beta, gamma."),
+          target_gflops: Optional[str] = typer.Option(None, "--target-gflops", help="Budgets, e.g. 5,10,20."),
+          target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Budgets in ms."),
+          study: Optional[str] = typer.Option(None, "--study", help="Scale a searched trial of this study."),
+          trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (with --study)."),
+          results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Results root."),
+          latency_runs: int = typer.Option(10, "--latency-runs", help="Timed runs per member (0: skip)."),
+          threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+          device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (latency)."),
+          ) -> None:
+    """Compound-scale one architecture into a depth/width/resolution family of yolov7 YAMLs."""
+    from scaling.family import ScaleRequest, phi_label, run_scale
+
+    request = ScaleRequest(base=base, phi=phi, alpha=alpha, beta=beta, gamma=gamma, img=img,
+                           out_dir=output, grid_search=grid_search, fidelity=fidelity, data=data,
+                           grid_step=grid_step, target_gflops=target_gflops,
+                           target_latency=target_latency, study=study, trial=trial,
+                           results_dir=results_dir, latency_runs=latency_runs, threads=threads,
+                           device=device)
+    with user_errors():
+        result = run_scale(request, progress=err.print)
+    fam = result.family
+    table = Table("phi", "depth", "width", "img", "params", "GFLOPs", "ratio", "ideal", "latency ms",
+                  title=f"{fam.name}: {fam.coeffs} (GFLOPs = 2 x multiply-adds; latency: deploy form)")
+    for m in fam.members:
+        table.add_row(phi_label(m.phi), f"{m.depth:.3f}", f"{m.width:.3f}", str(m.img), f"{m.params / 1e6:.2f}M",
+                      f"{m.gflops:.2f}", f"{fam.gflops_ratio(m):.3f}", f"{fam.ideal(m):.3f}",
+                      "-" if m.latency_ms is None else f"{m.latency_ms:.2f}")
+    out.print(table)
+    for metric, target, found in fam.targets:
+        out.print(f"target {target:g} {'GFLOPs' if metric == 'gflops' else 'ms'}: phi={phi_label(found)}")
+    out.print(f"wrote {len(result.files)} files to {result.out_dir}")
+
+
+# ----------------------------------------------------------------------------- search
+class _SearchProgress:
+    """Rich progress bar (trials done/total, best so far, ETA) on a terminal; plain lines otherwise."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self._bar = None
+        self._task = None
+
+    def __call__(self, update) -> None:
+        if not self.live:
+            if update.last:
+                self.console.print(f"[{update.done}/{update.total}] {update.last} | {update.best}",
+                                   markup=False)
+            return
+        if self._bar is None:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(),
+                                 TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
+            self._bar.start()
+            self._task = self._bar.add_task("search", total=update.total, completed=update.done,
+                                            best=update.best)
+        if update.last:
+            self._bar.console.print(update.last, markup=False)
+        self._bar.update(self._task, completed=update.done, total=update.total, best=update.best)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _print_front(summary) -> None:
+    title = (f"study {summary.study}: {summary.complete}/{summary.budget} complete, {summary.failed} failed"
+             f" — Pareto front ({', '.join(summary.objectives)})")
+    table = Table("trial", *summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives],
+                  "genome", title=title)
+    for row in summary.front:
+        cells = [str(row["number"])]
+        for key in (*summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives]):
+            value = row.get(key, "")
+            if key == "params" and isinstance(value, (int, float)):
+                cells.append(f"{value / 1e6:.2f}M")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(str(value))
+        cells.append(str(row.get("genome_hash", "")))
+        table.add_row(*cells)
+    out.print(table)
+    if summary.results_dir is not None:
+        out.print(f"results: {summary.results_dir}/ (trials.csv, pareto.csv, pareto.png, models/)")
+
+
+def _run_search_cli(cfg) -> None:
+    """Resolve the space and classes, run the search with a progress display, print the front."""
+    from nas.search import get_fidelity, run_search
+    from search_spaces import get_space
+
+    get_space(cfg.space)  # unknown space → one line, before any data is generated
+    nc = 80
+    if get_fidelity(cfg.fidelity).needs_data:
+        get_fidelity(cfg.fidelity)().check_available()
+        from nas.data import load_data_config
+
+        nc = load_data_config(cfg.data).nc
+    cfg = cfg.replace(nc=nc)
+    progress = _SearchProgress(err)
+    try:
+        summary = run_search(cfg, get_space(cfg.space, nc=nc), progress=progress)
+    finally:
+        progress.close()
+    _print_front(summary)
+
+
+@app.command()
+def spaces() -> None:
+    """List the search spaces with their dimensions and choices."""
+    from search_spaces import SPACES
+
+    for name, cls in SPACES.items():
+        space = cls()
+        table = Table("dimension", "choices / range", "when", "what", title=f"{name}: {cls.description}",
+                      title_justify="left")
+        for dim in space.dimensions():
+            table.add_row(dim.name, dim.describe(), dim.condition or "always", dim.help)
+        out.print(table)
+
+
+@app.command()
+def search(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
+           trials: int = typer.Option(..., "--trials", help="COMPLETE trials the study ends with."),
+           study: str = typer.Option(..., "--study", help="Study name (also the results folder)."),
+           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where results/<study>/ go."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL "
+                                                 "(default sqlite:///<results-dir>/<study>/study.db; "
+                                                 "postgresql+psycopg://..., journal:FILE)."),
+           objectives: str = typer.Option("score,latency_ms", "--objectives",
+                                          help="Comma list of score, params, gflops, latency_ms."),
+           fidelity: str = typer.Option("zero-cost", "--fidelity", help="flops, zero-cost or proxy."),
+           sampler: Optional[str] = typer.Option(None, "--sampler", help="nsga2 (default for several "
+                                                 "objectives), tpe (default for one) or random."),
+           workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
+           seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the proxies."),
+           img: int = typer.Option(320, "--img", help="Square input size (multiple of 32)."),
+           data: str = typer.Option("synthetic", "--data", help="'synthetic' or a data YAML (zero-cost/proxy)."),
+           max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Constraint: latency ms."),
+           max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Constraint: GFLOPs."),
+           max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
+           threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads (split among workers)."),
+           device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
+           ) -> None:
+    """Multi-objective architecture search (resumable: re-run the same command to continue)."""
+    from nas.search import SearchConfig
+
+    with user_errors():
+        cfg = SearchConfig(study=study, space=space, trials=trials, objectives=objectives, fidelity=fidelity,
+                           sampler=sampler, workers=workers, seed=seed, img=img, data=data,
+                           max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
+                           results_dir=results_dir, storage=storage, threads=threads, device=device)
+        _run_search_cli(cfg)
+
+
+@app.command()
+def worker(study: str = typer.Option(..., "--study", help="Name of an existing study."),
+           storage: str = typer.Option(..., "--storage", help="Its Optuna storage URL."),
+           threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+           ) -> None:
+    """Join a running study from this machine (space, objectives etc. come from the study)."""
+    from nas.search import get_fidelity, load_study_config, run_worker
+    from search_spaces import get_space
+
+    with user_errors():
+        cfg = load_study_config(study, storage, threads=threads)
+        get_fidelity(cfg.fidelity)().check_available()
+        space = get_space(cfg.space, nc=cfg.nc)
+        progress = _SearchProgress(err)
+        try:
+            run_worker(cfg, space, progress=progress, threads=threads)
+        finally:
+            progress.close()
+        err.print(f"study {study} has its trials; run `y7nas pareto --study {study} --storage ...` for results")
+
+
+@app.command()
+def pareto(study: str = typer.Option(..., "--study", help="Study name."),
+           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL (default: the "
+                                                 "study's SQLite file under --results-dir)."),
+           ) -> None:
+    """Regenerate trials.csv, pareto.csv, pareto.png and models/ from the study storage."""
+    from nas.search import write_study_results
+
+    with user_errors():
+        summary = write_study_results(study, results_dir, storage)
+    _print_front(summary)
+
+
+@app.command()
+def export(study: str = typer.Option(..., "--study", help="Study name."),
+           trial: int = typer.Option(..., "--trial", help="Trial number."),
+           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL (default: the "
+                                                 "study's SQLite file under --results-dir)."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="Flat YAML to write "
+                                                 "(default <results-dir>/<study>/models/trial_<N>.yaml)."),
+           ) -> None:
+    """Write one trial's architecture as a flat yolov7 YAML plus its genome YAML."""
+    from nas.search import export_trial
+
+    with user_errors():
+        flat, genome = export_trial(study, trial, results_dir, storage, output)
+    err.print(f"wrote {flat} and {genome}")
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo() -> None:
-    """The main job on the embedded defaults: profile every preset (train and deploy form)."""
-    from nas.build import build_model
-    from nas.cfg import parse_cfg
-    from nas.expand import expand
-    from nas.presets import PRESETS
-    from nas.profile import profile_report
+    """The main job on the embedded defaults: a short zero-cost search over the yolov7-tiny space."""
+    import shutil
 
-    table = Table("preset", "params", "params (deploy)", "GFLOPs@640", "latency@320 deploy (ms)",
-                  title="y7nas presets (GFLOPs = 2 x multiply-adds)")
+    from nas.search import SearchConfig
+
     with user_errors():
-        for name, genome in PRESETS.items():
-            out.print(f"profiling {name} ...")
-            model = build_model(parse_cfg(expand(genome), source=name))
-            r640 = profile_report(model, img=640, deploy=True)
-            r320 = profile_report(model, img=320, deploy=True, latency=True, runs=5, warmup=2)
-            table.add_row(name, f"{r640['params']:,}", f"{r640['params_deploy']:,}", f"{r640['gflops']:.2f}",
-                          f"{r320['latency_ms']['median']:.1f}")
-    out.print(table)
-
+        cfg = SearchConfig(study="demo", space="yolov7-tiny", trials=24, objectives=("score", "latency_ms"),
+                           fidelity="zero-cost", data="synthetic", img=160, seed=0,
+                           results_dir=Path("results"))
+        if cfg.study_dir.exists():
+            shutil.rmtree(cfg.study_dir)  # the demo starts a fresh study each time
+        out.print(f"demo: {cfg.trials} trials, space {cfg.space}, fidelity {cfg.fidelity} (score = NASWOT on "
+                  f"synthetic images), objectives {','.join(cfg.objectives)}, img {cfg.img}")
+        _run_search_cli(cfg)
 
 if __name__ == "__main__":
     app()
