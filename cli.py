@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nas.errors import NasError
@@ -29,7 +30,7 @@ def user_errors():
     try:
         yield
     except NasError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -195,7 +196,7 @@ class _SearchProgress:
         if not self.live:
             if update.last:
                 self.console.print(f"[{update.done}/{update.total}] {update.last} | {update.best}",
-                                   markup=False)
+                                   markup=False, soft_wrap=True)
             return
         if self._bar is None:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -208,7 +209,7 @@ class _SearchProgress:
             self._task = self._bar.add_task("search", total=update.total, completed=update.done,
                                             best=update.best)
         if update.last:
-            self._bar.console.print(update.last, markup=False)
+            self._bar.console.print(update.last, markup=False, soft_wrap=True)
         self._bar.update(self._task, completed=update.done, total=update.total, best=update.best)
 
     def close(self) -> None:
@@ -217,10 +218,10 @@ class _SearchProgress:
 
 
 def _print_front(summary) -> None:
-    title = (f"study {summary.study}: {summary.complete}/{summary.budget} complete, {summary.failed} failed"
-             f" — Pareto front ({', '.join(summary.objectives)})")
+    out.print(f"study {summary.study}: {summary.complete}/{summary.budget} trials complete, {summary.failed} failed; "
+              f"Pareto front of {', '.join(summary.objectives)}: {len(summary.front)} trial(s)", soft_wrap=True)
     table = Table("trial", *summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives],
-                  "genome", title=title)
+                  "genome", title="Pareto front")
     for row in summary.front:
         cells = [str(row["number"])]
         for key in (*summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives]):
@@ -235,7 +236,7 @@ def _print_front(summary) -> None:
         table.add_row(*cells)
     out.print(table)
     if summary.results_dir is not None:
-        out.print(f"results: {summary.results_dir}/ (trials.csv, pareto.csv, pareto.png, models/)")
+        out.print(f"results: {summary.results_dir}/ (trials.csv, pareto.csv, pareto.png, models/)", soft_wrap=True)
 
 
 def _run_search_cli(cfg) -> None:
@@ -266,8 +267,11 @@ def spaces() -> None:
 
     for name, cls in SPACES.items():
         space = cls()
-        table = Table("dimension", "choices / range", "when", "what", title=f"{name}: {cls.description}",
-                      title_justify="left")
+        table = Table(title=f"{name}: {cls.description}", title_justify="left")
+        table.add_column("dimension", no_wrap=True)
+        table.add_column("choices / range", no_wrap=True)
+        table.add_column("when")
+        table.add_column("what")
         for dim in space.dimensions():
             table.add_row(dim.name, dim.describe(), dim.condition or "always", dim.help)
         out.print(table)
@@ -293,7 +297,7 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Constraint: latency ms."),
            max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Constraint: GFLOPs."),
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
-           threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads (split among workers)."),
+           threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads, split among workers (default 1 each)."),
            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
            ) -> None:
     """Multi-objective architecture search (resumable: re-run the same command to continue)."""
@@ -359,6 +363,144 @@ def export(study: str = typer.Option(..., "--study", help="Study name."),
     err.print(f"wrote {flat} and {genome}")
 
 
+# ----------------------------------------------------------------------------- train / val / data
+def _train_progress(as_json: bool, epochs: int):
+    """(on_batch, on_epoch, context) for `train`: a rich bar on a terminal, plain lines otherwise."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    lines = err if as_json else out
+
+    def line(s) -> str:
+        maps = "" if s.map50 is None else f"  mAP@0.5 {s.map50:.4f}  mAP@0.5:0.95 {s.map50_95:.4f}"
+        return (f"epoch {s.epoch}/{epochs}  loss {s.loss:.4f} (box {s.box_loss:.4f} obj "
+                f"{s.obj_loss:.4f} cls {s.cls_loss:.4f}){maps}  {s.train_seconds + s.val_seconds:.1f}s")
+
+    if not lines.is_terminal:
+        return None, lambda s: lines.print(line(s), soft_wrap=True), contextlib.nullcontext()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), console=lines, transient=False)
+    task = progress.add_task("epoch 1", total=None, info="")
+
+    def on_batch(epoch: int, i: int, n: int, items) -> None:
+        progress.update(task, description=f"epoch {epoch}/{epochs}", completed=i, total=n,
+                        info=f"loss {float(items[3]):.4f}")
+
+    def on_epoch(s) -> None:
+        progress.console.print(line(s))
+    return on_batch, on_epoch, progress
+
+
+@app.command("train")
+def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML or preset name."),
+              data: str = typer.Option(..., "--data", help="Data YAML (YOLOv5/v7 style) or 'synthetic'."),
+              epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
+              img: int = typer.Option(256, "--img", help="Square input size (multiple of 32)."),
+              batch: int = typer.Option(16, "--batch", help="Batch size."),
+              seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sampling and augmentation."),
+              output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                    help="Run folder (default results/train/<model>); "
+                                                         "an existing non-empty one becomes <name>2, <name>3, ..."),
+              exist_ok: bool = typer.Option(False, "--exist-ok", help="Reuse the run folder even if not empty."),
+              optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw."),
+              lr: Optional[float] = typer.Option(None, "--lr", help="Initial learning rate (default 0.01 sgd, 0.001 adamw)."),
+              workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
+              device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+              threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+              as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+              ) -> None:
+    """Train a detector (SimOTA loss, EMA, warm-up + cosine): RUN_DIR/weights/last.pt, model.yaml, results.csv."""
+    from nas.sources import resolve_model
+    from nas.train import TrainConfig, train, unique_run_dir
+
+    with user_errors():
+        source = resolve_model(model)
+        config = TrainConfig(epochs=epochs, img=img, batch=batch, seed=seed, optimizer=optimizer,
+                             lr=lr, workers=workers, device=device, threads=threads)
+        run_dir = output or Path("results") / "train" / source.name
+        run_dir = run_dir if exist_ok else unique_run_dir(run_dir)
+        on_batch, on_epoch, ctx = _train_progress(as_json, epochs)
+        (err if as_json else out).print(f"training {source.name} on {data} -> {run_dir}")
+        with ctx:
+            result = train(source.cfg, data, config, run_dir=run_dir, on_batch=on_batch, on_epoch=on_epoch)
+    summary = {"model": source.name, "run_dir": str(run_dir), "weights": str(run_dir / "weights" / "last.pt"),
+               "map50": result.map50, "map50_95": result.map50_95, "epochs": len(result.epochs),
+               "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 2)}
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    out.print(f"mAP@0.5 {result.map50:.4f}  mAP@0.5:0.95 {result.map50_95:.4f}  "
+              f"{result.seconds:.1f}s  {result.images_per_second:.1f} img/s")
+    out.print(f"weights: {summary['weights']}")
+
+
+@app.command("val")
+def val_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML (e.g. RUN_DIR/model.yaml), genome YAML or preset."),
+            weights: Path = typer.Option(..., "--weights", help="State dict from `y7nas train` (RUN_DIR/weights/last.pt)."),
+            data: str = typer.Option(..., "--data", help="Data YAML or 'synthetic'; its val split is scored."),
+            img: int = typer.Option(256, "--img", help="Square input size (multiple of 32)."),
+            batch: int = typer.Option(16, "--batch", help="Batch size."),
+            conf: float = typer.Option(0.001, "--conf", help="Objectness/score threshold."),
+            iou: float = typer.Option(0.65, "--iou", help="Class-aware NMS IoU threshold."),
+            save_json: Optional[Path] = typer.Option(None, "--save-json",
+                                                     help="Write DIR/predictions.json and DIR/annotations.json (COCO)."),
+            workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
+            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+            ) -> None:
+    """COCO mAP@0.5 and mAP@0.5:0.95 (pycocotools' rules) of trained weights on the val split."""
+    import torch
+
+    from nas.build import build_model
+    from nas.data import load_data_config, scan_split
+    from nas.evaluate import evaluate, load_weights
+    from nas.profile import resolve_device
+    from nas.sources import resolve_model
+    from nas.train import with_nc
+
+    with user_errors():
+        if img < 32 or img % 32:
+            raise NasError(f"img must be a multiple of 32 (≥ 32), got {img}")
+        source = resolve_model(model)
+        data_cfg = load_data_config(data)
+        split = scan_split(data_cfg, "val")
+        net = load_weights(build_model(with_nc(source.cfg, data_cfg.nc)), weights, model)
+        dev = resolve_device(device)
+        net.to(dev)
+        with torch.no_grad():
+            result = evaluate(net, split, img=img, batch=batch, conf=conf, iou=iou, workers=workers, device=dev)
+        paths = result.save_json(save_json) if save_json is not None else None
+    summary = {"model": source.name, "weights": str(weights), "images": result.images,
+               "map50": result.map50, "map50_95": result.map50_95, "seconds": round(result.seconds, 3)}
+    if paths:
+        summary.update(predictions=paths[0], annotations=paths[1])
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    out.print(f"{source.name}: {result.images} images  mAP@0.5 {result.map50:.4f}  "
+              f"mAP@0.5:0.95 {result.map50_95:.4f}  ({result.seconds:.1f}s)")
+    if paths:
+        out.print(f"wrote {paths[0]} and {paths[1]}")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthetic shapes set.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth_cmd(output: Path = typer.Option(..., "-o", "--output", help="Folder to write the dataset into."),
+                   n_train: int = typer.Option(512, "--n-train", help="Training images."),
+                   n_val: int = typer.Option(128, "--n-val", help="Validation images."),
+                   img: int = typer.Option(256, "--img", help="Image side in pixels."),
+                   seed: int = typer.Option(0, "--seed", help="Generator seed (same seed, same bytes)."),
+                   ) -> None:
+    """Write the synthetic shapes dataset (YOLO format) and print its data.yaml."""
+    from nas.data import generate_synthetic
+
+    with user_errors():
+        path = generate_synthetic(output, n_train=n_train, n_val=n_val, img=img, seed=seed)
+    out.print(f"{path}  ({n_train} train / {n_val} val images at {img} px)")
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo() -> None:
@@ -376,6 +518,7 @@ def demo() -> None:
         out.print(f"demo: {cfg.trials} trials, space {cfg.space}, fidelity {cfg.fidelity} (score = NASWOT on "
                   f"synthetic images), objectives {','.join(cfg.objectives)}, img {cfg.img}")
         _run_search_cli(cfg)
+
 
 if __name__ == "__main__":
     app()

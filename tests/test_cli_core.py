@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -78,25 +79,85 @@ def test_profile_table_and_layers():
     assert "GFLOPs (2 x MACs)" in result.output and "IDetect" in result.output
 
 
+def assert_one_error_line(result, *fragments: str) -> str:
+    """Exit status 1 through typer.Exit (no escaped exception), exactly one `error:` line."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+TINY_ROWS = "nc: 80\nanchors: 3\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Conv, [16, 3, 2]]\n"
+
+
 @pytest.mark.parametrize("content, expected", [
-    ("nc: 80\nanchors: 3\nbackbone: [[-1, 1, Nope, [16]]]\nhead: []\n", "layer 0: unknown module 'Nope'"),
-    ("nc: 80\nanchors: 3\nbackbone: [[-1, 1, Conv, [16, 3, 2]]]\nhead: [[-1, 1, \"__import__('os').system('echo hi')\", []]]\n",
-     "layer 1: unknown module"),
-    ("nc: 80\nbackbone: [[\n", "malformed YAML"),
-    ("activation: silu\n", "missing key"),
+    ("nc: 80\nanchors: 3\nbackbone: [[-1, 1, Nope, [16]]]\nhead: []\n",
+     ("layer 0: unknown module 'Nope' (known: Conv, RepConv",)),
+    (TINY_ROWS + "head: [[-1, 1, \"__import__('os').system('touch PWNED')\", []]]\n", ("layer 2: unknown module",)),
+    (TINY_ROWS + "head: [[-1, 1, Conv, [16, 3, 1, null, 1, \"__import__('os').system('touch PWNED')\"]]]\n",
+     ("layer 2: argument 'act'",)),
+    ("nc: 80\nbackbone: [[\n", ("malformed YAML at line",)),
+    ("", ("expected a YAML mapping",)),
+    ("activation: silu\n", ("missing key",)),
+    (PRESETS["yolov7-tiny"].to_yaml().replace("activation: leakyrelu",
+                                              "activation: \"__import__('os').system('touch PWNED')\""),
+     ("'activation' unknown value",)),
+    (TINY_ROWS + "head: [[5, 1, Conv, [16]]]\n", ("layer 2: 'from' 5 points forward",)),
+    (TINY_ROWS + "head: [[-9, 1, Conv, [16]]]\n", ("layer 2: 'from' -9 is out of range",)),
+    (TINY_ROWS + "head: [[-1, 1, Conv, [0]]]\n", ("layer 2: argument 'c2': must be ≥ 1, got 0",)),
+    (TINY_ROWS + "head: [[-1, 1, Conv, [16, 3, 1, null, 1, true, 7]]]\n", ("layer 2: Conv takes at most 6",)),
+    (TINY_ROWS + "head: [[[-1, 0], 1, Concat, [1]]]\n", ("layer 2: Concat of mismatched spatial sizes",)),
+    (TINY_ROWS + "head: [[-1, 1, Conv, [8, 1, 1]], [[-1, -2], 1, Shortcut, [0]]]\n",
+     ("layer 3: Shortcut adds inputs of unequal channels [8, 16]",)),
+    ("nc: 80\nanchors: [[1, 2, 3]]\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n", ("anchors level 0",)),
+    (TINY_ROWS.replace("anchors: 3", "anchors: [[1, 2], [3, 4], [5, 6]]")
+     + "head: [[[0, 1], 1, Detect, [nc, anchors]]]\n", ("layer 2: Detect has 2 inputs but 3 anchor levels",)),
+    (TINY_ROWS.replace("nc: 80", "nc: 1000000000") + "head: [[[0, 1, 1], 1, Detect, [nc, anchors]]]\n",
+     ("layer 2: Detect would have", "parameters")),
+    ("nc: 80\nanchors: 3\nbackbone: [" + "[-1, 1, Conv, [8]], " * 5000 + "]\nhead: []\n",
+     ("the cfg has 5,000 layers",)),
 ])
-def test_profile_bad_model_file_one_line_no_traceback(tmp_path, content, expected):
+def test_profile_bad_model_file_one_line_no_traceback(tmp_path, monkeypatch, content, expected):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "bad.yaml"
     path.write_text(content)
-    result = run("profile", str(path), "--img", "64")
-    assert result.exit_code == 1
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0] and str(path) in lines[0]
-    assert "Traceback" not in result.output
+    assert_one_error_line(run("profile", str(path), "--img", "64"), str(path), *expected)
+    assert not (tmp_path / "PWNED").exists()
 
 
-def test_profile_bad_options():
-    assert "multiple of the model's largest stride 32" in run("profile", "yolov7-tiny", "--img", "100").output
-    assert "CUDA is not available" in run("profile", "yolov7-tiny", "--img", "64", "--device", "cuda").output or \
-        run("profile", "yolov7-tiny", "--img", "64", "--device", "cuda").exit_code == 0
-    assert "not a preset" in run("profile", "no-such-model.yaml").output
+@pytest.mark.parametrize("make", [lambda p: p.mkdir(), lambda p: p.write_bytes(bytes(range(256)) * 4)])
+def test_profile_directory_or_binary_file(tmp_path, make):
+    path = tmp_path / "model.yaml"
+    make(path)
+    assert_one_error_line(run("profile", str(path)), f"{path}: ")
+
+
+def test_error_text_in_square_brackets_is_printed_verbatim(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(TINY_ROWS + "head: [[-1, 1, Conv]]\n")
+    assert_one_error_line(run("profile", str(path)), "a row must be [from, number, module, args]")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--img", "100"], "preset yolov7-tiny: image size 100 must be a positive multiple of the model's largest "
+                       "stride 32"),
+    (["--img", "8192"], "above the 4096 px supported"),
+    (["--runs", "-1"], "--runs must be an integer ≥ 1, got -1"),
+    (["--latency", "--threads", "0"], "--threads must be an integer ≥ 1, got 0"),
+    (["--batch", "0"], "--batch must be an integer ≥ 1"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_profile_bad_options(args, expected):
+    assert_one_error_line(run("profile", "yolov7-tiny", *args), expected)
+
+
+def test_profile_unknown_model_and_cuda():
+    assert_one_error_line(run("profile", "no-such-model.yaml"), "no-such-model.yaml: not a preset")
+    result = run("profile", "yolov7-tiny", "--img", "64", "--device", "cuda")
+    if torch.cuda.is_available():
+        assert result.exit_code == 0, result.output
+    else:
+        assert_one_error_line(result, "CUDA is not available")

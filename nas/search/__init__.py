@@ -1,0 +1,35 @@
+"""Multi-objective architecture search over a search space (Optuna), resumable and parallel.
+
+The runner takes a *space object* (anything with ``name``, ``nc``, ``dimensions()``,
+``signature()`` and ``suggest(trial) -> Genome``; see ``search_spaces``) — ``nas`` never imports
+``search_spaces``; the CLI resolves space names.
+
+Typical use::
+
+    from nas.search import SearchConfig, run_search
+    from search_spaces import get_space
+
+    cfg = SearchConfig(study="s1", space="yolov7-tiny", trials=30, img=160)
+    summary = run_search(cfg, get_space("yolov7-tiny", nc=5))
+"""
+from nas.search._config import (DEFAULT_OBJECTIVES, OBJECTIVES, SAMPLERS, Objective, SearchConfig,
+                                constraint_values, make_sampler, parse_objectives, population_size)
+from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
+                                  ZeroCostFidelity, get_fidelity, register_fidelity)
+from nas.search._pareto import dominates, hypervolume_2d, pareto_front
+from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
+from nas.search._results import pareto_rows, records, write_results
+from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSummary, export_trial,
+                                load_study_config, open_study, progress_update, run_search, run_worker,
+                                write_study_results)
+from nas.search._storage import StudyStorage, open_storage
+
+__all__ = [
+    "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FlopsFidelity",
+    "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
+    "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",
+    "ZeroCostFidelity", "constraint_values", "dominates", "draw_pareto", "export_trial", "get_fidelity",
+    "hypervolume_2d", "load_study_config", "make_sampler", "open_storage", "open_study", "pareto_front",
+    "pareto_plot_data", "pareto_rows", "parse_objectives", "population_size", "progress_update",
+    "records", "register_fidelity", "run_search", "run_worker", "write_results", "write_study_results",
+]

@@ -1,0 +1,299 @@
+"""What a search run is: objectives, constraints, samplers and the :class:`SearchConfig`.
+
+A study is defined by the fields in :data:`STUDY_FIELDS` (space, objectives, fidelity, image
+size, data, constraints, ...). They are stored in the study's user attributes when the study is
+created; reopening it with different values is refused, and ``y7nas worker`` reads them back so a
+worker on another machine needs only the study name and the storage URL.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+from nas.errors import SearchError
+
+
+class Objective(NamedTuple):
+    name: str
+    direction: str  # "maximize" | "minimize"
+    label: str      # axis label
+
+
+#: Every objective a study may use, with its direction.
+OBJECTIVES: Mapping[str, Objective] = {
+    "score": Objective("score", "maximize", "score (higher is better)"),
+    "params": Objective("params", "minimize", "parameters (deploy form)"),
+    "gflops": Objective("gflops", "minimize", "GFLOPs (2 x multiply-adds, deploy form)"),
+    "latency_ms": Objective("latency_ms", "minimize", "latency (ms, deploy form, batch 1)"),
+}
+DEFAULT_OBJECTIVES = ("score", "latency_ms")
+SAMPLERS = ("nsga2", "tpe", "random")
+
+#: constraint name → (metric it limits, factor from the metric to the user's unit)
+CONSTRAINTS: Mapping[str, tuple[str, float]] = {
+    "max_latency": ("latency_ms", 1.0),       # milliseconds
+    "max_gflops": ("gflops", 1.0),            # GFLOPs
+    "max_params": ("params", 1e-6),           # millions of parameters
+}
+
+#: fields that define a study: reopening it with other values is refused
+STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "data",
+                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset")
+
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+CONFIG_ATTR = "y7nas:config"
+BUDGET_ATTR = "y7nas:budget"
+REFERENCES_ATTR = "y7nas:references"
+CONFIG_VERSION = 1
+
+
+def parse_objectives(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"score,latency_ms"`` → ``("score", "latency_ms")``; one line naming the valid ones."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    if not names:
+        raise SearchError(f"no objective given (valid: {', '.join(OBJECTIVES)})")
+    for n in names:
+        if n not in OBJECTIVES:
+            raise SearchError(f"unknown objective {n!r} (valid: {', '.join(OBJECTIVES)})")
+    if len(set(names)) != len(names):
+        raise SearchError(f"objective listed twice in {','.join(names)!r}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything one search run needs (CLI options map one to one onto these fields).
+
+    ``sampler=None`` picks ``nsga2`` for several objectives and ``tpe`` for one. ``threads`` is
+    the total number of torch CPU threads, divided among ``workers``. ``storage=None`` means
+    SQLite at ``<results_dir>/<study>/study.db``. ``max_params`` is in millions.
+    """
+
+    study: str
+    space: str
+    trials: int
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES
+    fidelity: str = "zero-cost"
+    sampler: str | None = None
+    workers: int = 1
+    seed: int = 0
+    img: int = 320
+    data: str = "synthetic"
+    max_latency: float | None = None
+    max_gflops: float | None = None
+    max_params: float | None = None
+    results_dir: Path = Path("results")
+    storage: str | None = None
+    threads: int | None = None
+    device: str = "cpu"
+    nc: int = 80
+    space_signature: str = ""
+    dimensions: tuple[str, ...] = ()
+    latency_runs: int = 10
+    latency_warmup: int = 3
+    zero_cost_batch: int = 16
+    proxy_epochs: int = 5
+    proxy_subset: int | None = 256
+    heartbeat_interval: int = 5
+    grace_period: int = 20
+    poll_interval: float = 1.0
+    max_consecutive_failures: int = 20
+    reference_presets: tuple[str, ...] = ("yolov7-tiny", "yolov7", "yolov7x")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objectives", parse_objectives(self.objectives))
+        object.__setattr__(self, "results_dir", Path(self.results_dir))
+        if not isinstance(self.study, str) or not _STUDY_NAME.fullmatch(self.study):
+            raise SearchError(f"study name {self.study!r} must be 1-100 letters, digits, '.', '_' "
+                              "or '-' (it names a folder)")
+        if self.trials < 1:
+            raise SearchError(f"--trials must be >= 1, got {self.trials}")
+        if self.workers < 1:
+            raise SearchError(f"--workers must be >= 1, got {self.workers}")
+        if self.sampler is not None and self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r} (valid: {', '.join(SAMPLERS)})")
+        if self.img < 32 or self.img % 32:
+            raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {self.img}")
+        if self.threads is not None and self.threads < 1:
+            raise SearchError(f"--threads must be >= 1, got {self.threads}")
+        for name in CONSTRAINTS:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+        from nas.search._fidelity import get_fidelity  # registry (light, no torch import)
+
+        get_fidelity(self.fidelity)
+        if "score" in self.objectives and not get_fidelity(self.fidelity).scores:
+            raise SearchError(f"objective 'score' needs a fidelity that scores architectures "
+                              f"(zero-cost or proxy); fidelity {self.fidelity!r} only measures cost "
+                              f"(use e.g. --objectives gflops,latency_ms)")
+        if self.proxy_epochs < 1:
+            raise SearchError(f"--proxy-epochs must be >= 1, got {self.proxy_epochs}")
+        if self.zero_cost_batch < 2:
+            raise SearchError("the zero-cost batch needs at least 2 images")
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def sampler_name(self) -> str:
+        return self.sampler or ("nsga2" if len(self.objectives) > 1 else "tpe")
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o].direction for o in self.objectives]
+
+    @property
+    def constraints(self) -> dict[str, float]:
+        """``{metric: limit in the metric's own unit}`` for the constraints that are set."""
+        out = {}
+        for name, (metric, factor) in CONSTRAINTS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[metric] = float(value) / factor
+        return out
+
+    @property
+    def needs_latency(self) -> bool:
+        return "latency_ms" in self.objectives or self.max_latency is not None
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_dir / self.study
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(self.study_dir / 'study.db').resolve()}"
+
+    def replace(self, **changes: Any) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+    # -- study attributes ----------------------------------------------------------------
+    def study_attrs(self) -> dict[str, Any]:
+        """JSON-ready dict stored on the study (the defining fields plus how it was started)."""
+        return {
+            "version": CONFIG_VERSION,
+            "space": self.space,
+            "space_signature": self.space_signature,
+            "nc": self.nc,
+            "dimensions": list(self.dimensions),
+            "objectives": list(self.objectives),
+            "fidelity": self.fidelity,
+            "img": self.img,
+            "data": self.data if _uses_data(self.fidelity) else None,
+            "constraints": self.constraints,
+            "device": self.device if self.needs_latency else None,
+            "zero_cost_batch": self.zero_cost_batch if self.fidelity == "zero-cost" else None,
+            "proxy_epochs": self.proxy_epochs if self.fidelity == "proxy" else None,
+            "proxy_subset": self.proxy_subset if self.fidelity == "proxy" else None,
+            "sampler": self.sampler_name,
+            "seed": self.seed,
+            "latency_runs": self.latency_runs,
+            "latency_warmup": self.latency_warmup,
+        }
+
+    def check_against(self, stored: Mapping[str, Any]) -> None:
+        """Refuse to continue a study created with other defining fields (one line)."""
+        mine = self.study_attrs()
+        for key in STUDY_FIELDS:
+            if key == "space_signature" and not mine[key]:
+                continue  # no space object at hand (the space name is still checked)
+            if key in stored and _norm(stored[key]) != _norm(mine[key]):
+                raise SearchError(
+                    f"study {self.study!r} was created with {key}={_show(stored[key])}, this run "
+                    f"asks for {key}={_show(mine[key])}; use another --study name or the same options")
+
+    @classmethod
+    def from_study_attrs(cls, study: str, attrs: Mapping[str, Any], budget: int,
+                         **overrides: Any) -> "SearchConfig":
+        """The config of an existing study (for ``y7nas worker``); ``overrides`` are local."""
+        constraints = attrs.get("constraints") or {}
+        limits = {name: constraints[metric] * factor for name, (metric, factor) in CONSTRAINTS.items()
+                  if metric in constraints}
+        values = dict(
+            study=study, space=attrs["space"], trials=budget, objectives=tuple(attrs["objectives"]),
+            fidelity=attrs["fidelity"], sampler=attrs.get("sampler"), seed=attrs.get("seed", 0),
+            img=attrs["img"], data=attrs.get("data") or "synthetic", nc=attrs["nc"],
+            space_signature=attrs.get("space_signature", ""),
+            dimensions=tuple(attrs.get("dimensions", ())),
+            device=attrs.get("device") or "cpu",
+            zero_cost_batch=attrs.get("zero_cost_batch") or 16,
+            proxy_epochs=attrs.get("proxy_epochs") or 5, proxy_subset=attrs.get("proxy_subset"),
+            latency_runs=attrs.get("latency_runs", 10), latency_warmup=attrs.get("latency_warmup", 3),
+            **limits)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _uses_data(fidelity: str) -> bool:
+    from nas.search._fidelity import FIDELITIES
+
+    cls = FIDELITIES.get(fidelity)
+    return bool(cls and cls.needs_data)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _norm(v) for k, v in sorted(value.items())}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def constraint_values(metrics: Mapping[str, float], limits: Mapping[str, float]) -> dict[str, float]:
+    """``{metric: value}`` Optuna constraint values (``<= 0`` is feasible) in the user's units
+    (ms, GFLOPs, millions of parameters), in the order of :data:`CONSTRAINTS`."""
+    out = {}
+    for _, (metric, factor) in CONSTRAINTS.items():
+        if metric in limits:
+            out[metric] = (float(metrics[metric]) - limits[metric]) * factor
+    return out
+
+
+def make_sampler(name: str, seed: int | None, population_size: int | None = None):
+    """An Optuna sampler by name; one line naming the valid ones otherwise.
+
+    ``nsga2``: NSGA-II (default for several objectives; the population is smaller than Optuna's
+    default 50 so that short searches get past the random first generation). ``tpe``:
+    multivariate TPE. ``random``: uniform random search.
+
+    Constraints reach NSGA-II and TPE through the trials themselves: each trial records its
+    constraint values with ``Trial.set_constraint`` (Optuna 5's replacement for the deprecated
+    ``constraints_func`` sampler argument; both feed the same constrained-dominance rules).
+    Random search ignores them while sampling; feasibility is still recorded per trial.
+    """
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=population_size or 50, seed=seed)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"unknown sampler {name!r} (valid: {', '.join(SAMPLERS)})")
+
+
+def population_size(trials: int) -> int:
+    """NSGA-II population for a budget: a quarter of the trials, between 8 and 50."""
+    return max(8, min(50, trials // 4))
+
+
+__all__ = ["BUDGET_ATTR", "CONFIG_ATTR", "CONSTRAINTS", "DEFAULT_OBJECTIVES", "OBJECTIVES", "Objective",
+           "REFERENCES_ATTR", "SAMPLERS", "STUDY_FIELDS", "SearchConfig", "constraint_values",
+           "make_sampler", "parse_objectives", "population_size"]
