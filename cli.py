@@ -39,10 +39,16 @@ def user_errors():
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file so no partial file is ever left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise NasError(f"{path}: is a folder; give a file name for the output")
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise NasError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 # ----------------------------------------------------------------------------- presets

@@ -7,6 +7,8 @@ problem is a :class:`~nas.errors.ConfigError` naming the file and the layer.
 """
 from __future__ import annotations
 
+import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,16 @@ from nas.errors import ConfigError
 
 REQUIRED_KEYS = ("nc", "anchors", "backbone", "head")
 OPTIONAL_KEYS = ("depth_multiple", "width_multiple", "ch")
+#: Most rows a cfg may have (YOLOv7's largest upstream cfg, yolov7-e6e, has 262).
+MAX_LAYERS = 4096
+#: Largest model file read (upstream cfgs are a few kB; this refuses /dev/zero-like inputs early).
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def brief(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for quoting user input in one-line errors."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -62,18 +74,43 @@ class ModelCfg:
 
 def load_cfg(path: str | Path) -> ModelCfg:
     """Read and validate a yolov7-format cfg file."""
-    path = Path(path)
+    return parse_cfg(read_yaml_mapping(read_model_text(path), str(path)), source=str(path))
+
+
+def read_model_text(path: str | Path) -> str:
+    """The text of a model file (flat cfg or genome YAML): a regular UTF-8 text file of at most
+    :data:`MAX_FILE_BYTES`. Directories, devices, FIFOs, binary and oversized files are refused
+    with a :class:`ConfigError` naming the file, before anything is parsed."""
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = Path(path).stat()
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise ConfigError(f"cannot read model file: {kind}", source=source)
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"model file is {info.st_size:,} bytes; at most {MAX_FILE_BYTES:,} are read "
+                              "(is this really a model YAML?)", source=source)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read model file ({exc.strerror or exc})", source=str(path)) from None
-    return parse_cfg(read_yaml_mapping(text, str(path)), source=str(path))
+        raise ConfigError(f"cannot read model file ({exc.strerror or exc})", source=source) from None
+    if b"\0" in data:
+        raise ConfigError("not a text file (it contains NUL bytes)", source=source)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not a UTF-8 text file (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                          source=source) from None
 
 
 def read_yaml_mapping(text: str, source: str) -> dict:
     """``yaml.safe_load`` a document that must be a mapping; errors name the line."""
     try:
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control codes)
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        raise ConfigError(f"malformed YAML: control character U+{code:04X} at offset {exc.position} is "
+                          "not allowed", source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -89,9 +126,17 @@ def parse_cfg(data: dict, source: str = "<cfg>") -> ModelCfg:
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ConfigError(f"missing top-level key(s): {', '.join(missing)}", source=source)
+    unknown = [str(k) for k in data if k not in REQUIRED_KEYS + OPTIONAL_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s): {', '.join(unknown)} (known: "
+                          f"{', '.join(REQUIRED_KEYS + OPTIONAL_KEYS)})", source=source)
+    ch = data.get("ch", 3)
+    if ch != 3 or isinstance(ch, bool):
+        raise ConfigError(f"ch (input channels) must be 3, got {brief(ch)}: y7nas builds RGB detectors",
+                          source=source)
     nc = data["nc"]
     if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
-        raise ConfigError(f"nc must be a positive integer, got {nc!r}", source=source)
+        raise ConfigError(f"nc must be a positive integer, got {brief(nc)}", source=source)
     depth = _multiple(data, "depth_multiple", source)
     width = _multiple(data, "width_multiple", source)
     anchors = _anchors(data["anchors"], source)
@@ -102,6 +147,9 @@ def parse_cfg(data: dict, source: str = "<cfg>") -> ModelCfg:
             raise ConfigError(f"'{key}' must be a non-empty list of [from, number, module, args] rows",
                               source=source)
         sections.append(section)
+    if len(sections[0]) + len(sections[1]) > MAX_LAYERS:
+        raise ConfigError(f"the cfg has {len(sections[0]) + len(sections[1]):,} layers; at most "
+                          f"{MAX_LAYERS:,} are supported", source=source)
     rows = tuple(_row(i, r, source) for i, r in enumerate(sections[0] + sections[1]))
     if not rows:
         raise ConfigError("the cfg has no layers", source=source)
@@ -110,42 +158,52 @@ def parse_cfg(data: dict, source: str = "<cfg>") -> ModelCfg:
 
 def _multiple(data: dict, key: str, source: str) -> float:
     value = data.get(key, 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}", source=source)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{key} must be a positive finite number, got {brief(value)}", source=source)
     return float(value)
 
 
 def _anchors(anchors: Any, source: str) -> Any:
+    try:
+        return check_anchors(anchors)
+    except ValueError as exc:
+        raise ConfigError(str(exc), source=source) from None
+
+
+def check_anchors(anchors: Any) -> Any:
+    """``anchors`` as YOLOv7 writes them: anchors per level (a positive int) or one
+    ``w,h, w,h, ...`` list of positive finite numbers per level, all levels the same length.
+    :class:`ValueError` otherwise (the caller adds file and layer)."""
     if isinstance(anchors, int) and not isinstance(anchors, bool) and anchors > 0:
         return anchors
     if not isinstance(anchors, list) or not anchors:
-        raise ConfigError("anchors must be a positive int or a list of per-level [w,h, w,h, ...] lists",
-                          source=source)
+        raise ValueError("anchors must be a positive int or a list of per-level (w,h, w,h, ...) lists")
     lengths = set()
     for level, values in enumerate(anchors):
         ok = isinstance(values, list) and values and len(values) % 2 == 0 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in values)
         if not ok:
-            raise ConfigError(f"anchors level {level} must be an even-length list of positive numbers",
-                              source=source)
+            raise ValueError(f"anchors level {level} must be an even-length list of positive numbers")
         lengths.add(len(values))
     if len(lengths) != 1:
-        raise ConfigError("every anchors level must have the same number of anchors", source=source)
+        raise ValueError("every anchors level must have the same number of anchors")
     return anchors
 
 
 def _row(index: int, row: Any, source: str) -> Row:
     if not isinstance(row, list) or len(row) != 4:
-        raise ConfigError("a row must be [from, number, module, args]", source=source, layer=index)
+        raise ConfigError(f"a row must be [from, number, module, args], got {brief(row)}", source=source,
+                          layer=index)
     written_from, number, module, args = row
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise ConfigError(f"number must be a positive integer, got {number!r}", source=source, layer=index)
+        raise ConfigError(f"number must be a positive integer, got {brief(number)}", source=source,
+                          layer=index)
     if not isinstance(module, str) or not module:
-        raise ConfigError(f"module must be a name, got {module!r}", source=source, layer=index)
+        raise ConfigError(f"module must be a name, got {brief(module)}", source=source, layer=index)
     if args is None:
         args = []
     if not isinstance(args, list):
-        raise ConfigError(f"args must be a list, got {args!r}", source=source, layer=index)
+        raise ConfigError(f"args must be a list, got {brief(args)}", source=source, layer=index)
     refs = written_from if isinstance(written_from, list) else [written_from]
     if not refs:
         raise ConfigError("'from' is an empty list", source=source, layer=index)
@@ -156,7 +214,7 @@ def _row(index: int, row: Any, source: str) -> Row:
 def _resolve(index: int, ref: Any, source: str) -> int:
     """Absolute index of a route; −1 on layer 0 means the network input."""
     if isinstance(ref, bool) or not isinstance(ref, int):
-        raise ConfigError(f"'from' entries must be integers, got {ref!r}", source=source, layer=index)
+        raise ConfigError(f"'from' entries must be integers, got {brief(ref)}", source=source, layer=index)
     if index == 0:
         if ref != -1:
             raise ConfigError("layer 0 must take the input (from -1)", source=source, layer=index)

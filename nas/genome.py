@@ -36,6 +36,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from nas.cfg import brief
 from nas.errors import ConfigError
 
 ACTIVATIONS = ("silu", "leakyrelu", "relu")
@@ -52,6 +53,10 @@ WIDTHLESS_DOWNSAMPLES = ("none", "mp")
 
 N_STAGES, N_TOP_DOWN, N_BOTTOM_UP, N_LEVELS = 4, 2, 2, 3
 P2_STRIDE = 4
+#: Sanity bounds that keep a hand-edited or scaled genome from expanding into a model nobody
+#: can build (yolov7x has chains of 6 and a stem of 4).
+MAX_ELAN_DEPTH = 64
+MAX_STEM = 16
 
 _WIDTH = {"role": "width"}
 _DEPTH = {"role": "depth"}
@@ -305,7 +310,7 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
         return None
     if is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"'{path or 'genome'}' must be a mapping, got {value!r}")
+            raise ConfigError(f"'{path or 'genome'}' must be a mapping, got {brief(value)}")
         hints = _hints(tp)
         names = [f.name for f in fields(tp)]
         for key in value:
@@ -322,7 +327,7 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
         return tp(**kwargs)
     if get_origin(tp) is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+            raise ConfigError(f"'{path}' must be a list, got {brief(value)}")
         (item,) = [a for a in get_args(tp) if a is not Ellipsis]
         return tuple(_decode(item, v, _join(path, i)) for i, v in enumerate(value))
     _check_scalar(tp, value, path)
@@ -332,7 +337,7 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
 def _check_scalar(tp: Any, value: Any, path: str) -> None:
     ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"'{path}' must be {_describe(tp)}, got {value!r}")
+        raise ConfigError(f"'{path}' must be {_describe(tp)}, got {brief(value)}")
 
 
 def _check_types(tp: Any, value: Any, path: str) -> None:
@@ -342,13 +347,13 @@ def _check_types(tp: Any, value: Any, path: str) -> None:
         return
     if is_dataclass(tp):
         if not isinstance(value, tp):
-            raise ConfigError(f"'{path}' must be a {tp.__name__}, got {value!r}")
+            raise ConfigError(f"'{path}' must be a {tp.__name__}, got {brief(value)}")
         hints = _hints(tp)
         for f in fields(tp):
             _check_types(hints[f.name], getattr(value, f.name), _join(path, f.name))
     elif get_origin(tp) is tuple:
         if not isinstance(value, tuple):
-            raise ConfigError(f"'{path}' must be a tuple, got {value!r}")
+            raise ConfigError(f"'{path}' must be a tuple, got {brief(value)}")
         (item,) = [a for a in get_args(tp) if a is not Ellipsis]
         for i, v in enumerate(value):
             _check_types(item, v, _join(path, i))
@@ -399,7 +404,7 @@ def _require(ok: bool, path: str, message: str) -> None:
 
 def _check_kind(value: str, allowed: tuple[str, ...], path: str) -> None:
     _require(value in allowed, path,
-             f"unknown value {value!r} (expected one of: {', '.join(allowed)})")
+             f"unknown value {brief(value)} (expected one of: {', '.join(allowed)})")
 
 
 def _check_width(value: int, path: str) -> None:
@@ -408,7 +413,8 @@ def _check_width(value: int, path: str) -> None:
 
 def _check_elan(elan: Elan, path: str) -> None:
     _check_kind(elan.pattern, ELAN_PATTERNS, _join(path, "pattern"))
-    _require(elan.depth >= 1, _join(path, "depth"), f"must be >= 1, got {elan.depth}")
+    _require(1 <= elan.depth <= MAX_ELAN_DEPTH, _join(path, "depth"),
+             f"must be 1 to {MAX_ELAN_DEPTH}, got {elan.depth}")
     _require(elan.pattern != "every2" or elan.depth % 2 == 0, _join(path, "depth"),
              f"must be even for pattern 'every2', got {elan.depth}")
     for name in ("entry", "chain", "out"):
@@ -440,7 +446,7 @@ def _check_semantics(g: Genome) -> None:
         _require(len(level) == len(g.anchors[0]), path, "must have as many anchors as level 0")
         _require(all(a > 0 for a in level), path, "must be positive")
 
-    _require(len(g.stem) >= 1, "stem", "must have at least one conv")
+    _require(1 <= len(g.stem) <= MAX_STEM, "stem", f"must have 1 to {MAX_STEM} convs, got {len(g.stem)}")
     for i, conv in enumerate(g.stem):
         _check_width(conv.width, _join(_join("stem", i), "width"))
         _require(conv.stride in (1, 2), _join(_join("stem", i), "stride"),

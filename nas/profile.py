@@ -115,7 +115,8 @@ def _quiet_fvcore():
 def profile_model(model: nn.Module, img: int = 640, layers: bool = False) -> Profile:
     """Params and multiply-adds; with ``layers`` a per-layer breakdown (Detector models)."""
     check_image_size(model, img)
-    macs, by_module = count_macs(model, img)
+    with _out_of_memory_as_error(model, img):
+        macs, by_module = count_macs(model, img)
     costs: tuple[LayerCost, ...] = ()
     if layers and hasattr(model, "layers"):
         rows = []
@@ -126,19 +127,56 @@ def profile_model(model: nn.Module, img: int = 640, layers: bool = False) -> Pro
     return Profile(count_params(model), macs, img, costs)
 
 
+#: Largest input side profiled or timed (3.2× YOLOv7-E6E's 1280; fvcore keeps every activation).
+MAX_IMG = 4096
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "cfg", None)
+    return f"{cfg.source}: " if cfg is not None else ""
+
+
 def check_image_size(model: nn.Module, img: int) -> None:
-    """Refuse image sizes that are not a positive multiple of the model's largest stride."""
-    stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist() or [32]))
-    if img <= 0 or img % stride:
-        raise NasError(f"image size {img} must be a positive multiple of the model's largest stride {stride}")
+    """Refuse image sizes that are not a positive multiple of the model's largest stride
+    (``Detector.input_multiple``: every feature map must have an integer size), or above
+    :data:`MAX_IMG`."""
+    multiple = getattr(model, "input_multiple", None)
+    if multiple is None:
+        multiple = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist() or [32]))
+    if isinstance(img, bool) or not isinstance(img, int) or img <= 0 or img % multiple:
+        raise NasError(f"{_model_name(model)}image size {img} must be a positive multiple of the model's "
+                       f"largest stride {multiple}")
+    if img > MAX_IMG:
+        raise NasError(f"image size {img} is above the {MAX_IMG} px supported")
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error(model: nn.Module, img: int, batch: int = 1):
+    """A forward pass that does not fit in memory is a user-sized request, not a crash."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise NasError(f"{_model_name(model)}out of memory running batch {batch} at {img} px") from None
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        raise NasError(f"{_model_name(model)}out of memory running batch {batch} at {img} px") from None
+
+
+def check_run_options(batch: int = 1, runs: int = 1, warmup: int = 0, threads: int | None = None) -> None:
+    """Refuse latency options that cannot be meant: batch/runs ≥ 1, warmup ≥ 0, threads ≥ 1."""
+    for name, value, minimum in (("batch", batch, 1), ("runs", runs, 1), ("warmup", warmup, 0),
+                                 ("threads", 1 if threads is None else threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise NasError(f"--{name} must be an integer ≥ {minimum}, got {value!r}")
 
 
 def measure_latency(model: nn.Module, img: int = 640, batch: int = 1, runs: int = 50, warmup: int = 10,
                     threads: int | None = None, device: str = "cpu", form: str = "train") -> LatencyResult:
     """Median/p90 wall-clock latency per batch, in inference mode."""
     dev = resolve_device(device)
-    if runs < 1 or warmup < 0 or batch < 1:
-        raise NasError("latency needs runs ≥ 1, warmup ≥ 0 and batch ≥ 1")
+    check_run_options(batch, runs, warmup, threads)
+    check_image_size(model, img)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -148,7 +186,7 @@ def measure_latency(model: nn.Module, img: int = 640, batch: int = 1, runs: int 
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times = []
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _out_of_memory_as_error(model, img, batch):
             for _ in range(warmup):
                 model(x)
             sync()
@@ -208,6 +246,8 @@ def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: boo
     from nas.fuse import fuse
 
     resolve_device(device)
+    check_run_options(batch, runs, warmup, threads)
+    check_image_size(model, img)
     base = profile_model(model, img, layers=layers)
     report: dict = {"params": base.params, "macs": base.macs, "gflops": round(base.gflops, 4), "img": img,
                     "flops_convention": "gflops = 2 * multiply-adds / 1e9 (fvcore count)"}

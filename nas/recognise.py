@@ -161,6 +161,7 @@ def _describe(row: Row) -> str:
         return f"Concat of {_sources(row.sources)}"
     else:
         what = row.module + (str(_args(row)) if row.args else "")
+        what = what if len(what) <= 80 else what[:77] + "..."  # user text quoted in one line
     return f"{what} from {_sources(row.sources)}"
 
 

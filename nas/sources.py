@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.cfg import ModelCfg, parse_cfg, read_yaml_mapping
-from nas.errors import ConfigError, NasError
+from nas.cfg import ModelCfg, parse_cfg, read_model_text, read_yaml_mapping
+from nas.errors import NasError
 from nas.expand import expand
 from nas.genome import Genome
 from nas.presets import PRESETS
@@ -28,11 +28,7 @@ def resolve_model(spec: str) -> ModelSource:
     path = Path(spec)
     if not path.exists():
         raise NasError(f"{spec}: not a preset ({', '.join(PRESETS)}) and no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read model file ({exc})", source=spec) from None
-    data = read_yaml_mapping(text, spec)
+    data = read_yaml_mapping(read_model_text(path), spec)
     if "backbone" in data:
         return ModelSource(path.stem, parse_cfg(data, source=spec), None)
     genome = Genome.from_dict(data, source=spec)

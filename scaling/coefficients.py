@@ -18,22 +18,36 @@ from numbers import Real
 
 from nas.errors import ScalingError
 
-__all__ = ["Coefficients", "EFFICIENTNET", "parse_phi_list"]
+__all__ = ["Coefficients", "EFFICIENTNET", "MAX_PHI", "parse_phi_list"]
+
+#: Largest compound exponent accepted: 2^10 ≈ 1000× the base FLOPs is far past any real family,
+#: and larger values only overflow or exhaust memory.
+MAX_PHI = 10.0
+#: Largest α, β or γ accepted (the paper's are 1.1–1.2; 10 already makes φ = 1 a 10× model).
+MAX_COEFFICIENT = 10.0
 
 
 def _check_phi(phi) -> float:
     if isinstance(phi, bool) or not isinstance(phi, Real) or not math.isfinite(phi):
         raise ScalingError(f"phi must be a finite number, got {phi!r}")
-    if phi < 0:
-        raise ScalingError(f"phi must be >= 0, got {phi}")
+    if not 0 <= phi <= MAX_PHI:
+        raise ScalingError(f"phi must be between 0 and {MAX_PHI:g}, got {phi}")
     return float(phi)
+
+
+def _power(name: str, base: float, phi: float) -> float:
+    try:
+        return base**phi
+    except OverflowError:
+        raise ScalingError(f"{name}^phi overflows at phi={phi:g}") from None
 
 
 @dataclass(frozen=True)
 class Coefficients:
     """Per-dimension bases: ``alpha`` (depth), ``beta`` (width), ``gamma`` (resolution).
 
-    Each must be a finite number ≥ 1 (Tan & Le 2019, Eq. 3); otherwise :class:`ScalingError`.
+    Each must be a finite number ≥ 1 (Tan & Le 2019, Eq. 3) and at most :data:`MAX_COEFFICIENT`;
+    otherwise :class:`ScalingError`.
     """
 
     alpha: float
@@ -45,8 +59,9 @@ class Coefficients:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise ScalingError(f"coefficient {name} must be a finite number, got {value!r}")
-            if value < 1:
-                raise ScalingError(f"coefficient {name} must be >= 1, got {value}")
+            if not 1 <= value <= MAX_COEFFICIENT:
+                raise ScalingError(f"coefficient {name} must be between 1 and {MAX_COEFFICIENT:g}, "
+                                   f"got {value}")
             object.__setattr__(self, name, float(value))
 
     @property
@@ -57,11 +72,12 @@ class Coefficients:
     def at(self, phi: float) -> tuple[float, float, float]:
         """(depth, width, resolution) multipliers (α^φ, β^φ, γ^φ) for ``phi`` ≥ 0."""
         phi = _check_phi(phi)
-        return (self.alpha**phi, self.beta**phi, self.gamma**phi)
+        return (_power("alpha", self.alpha, phi), _power("beta", self.beta, phi),
+                _power("gamma", self.gamma, phi))
 
     def flops_multiplier(self, phi: float) -> float:
         """Ideal FLOPs ratio to the base model, (α·β²·γ²)^φ (before any integer rounding)."""
-        return self.product ** _check_phi(phi)
+        return _power("alpha*beta^2*gamma^2", self.product, _check_phi(phi))
 
     def __str__(self) -> str:
         return f"alpha={self.alpha:g}, beta={self.beta:g}, gamma={self.gamma:g}"
@@ -77,7 +93,7 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
 
     Whitespace around items is ignored; order is kept. Raises :class:`ScalingError` naming the
     offending item (1-based position and text) when the list is empty, or an item is empty,
-    non-numeric, non-finite, negative or a repeat of an earlier value.
+    non-numeric, non-finite, negative, above :data:`MAX_PHI` or a repeat of an earlier value.
     """
     if not isinstance(text, str):
         raise ScalingError(f"phi list must be a string such as '0,1,2', got {text!r}")
@@ -96,6 +112,8 @@ def parse_phi_list(text: str) -> tuple[float, ...]:
             raise ScalingError(f"phi list item {pos} {item!r} is not finite")
         if value < 0:
             raise ScalingError(f"phi list item {pos} {item!r} is negative; phi must be >= 0")
+        if value > MAX_PHI:
+            raise ScalingError(f"phi list item {pos} {item!r} is above the largest phi, {MAX_PHI:g}")
         if value in phis:
             raise ScalingError(f"phi list item {pos} {item!r} repeats an earlier value")
         phis.append(value + 0.0)  # normalises -0.0 to 0.0

@@ -29,15 +29,13 @@ Nothing else changes: ``nc``, anchors, kinds, patterns and strides are kept.
 """
 from __future__ import annotations
 
-import math
-from numbers import Real
 from typing import NamedTuple
 
-from nas.errors import ScalingError
+from nas.errors import ConfigError, ScalingError
 from nas.genome import Elan, Genome
 
 from .coefficients import Coefficients
-from .rounding import round_filters, round_repeats, round_resolution
+from .rounding import _check_multiplier, round_filters, round_repeats, round_resolution
 
 __all__ = [
     "MAX_STRIDE", "ElanScaling", "concat_width", "scale_chain", "elan_scalings", "scale_genome",
@@ -78,11 +76,7 @@ def scale_chain(depth: int, depth_mult: float, pattern: str) -> int:
 
 
 def _check_mult(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ScalingError(f"{name} multiplier must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ScalingError(f"{name} multiplier must be > 0, got {value}")
-    return float(value)
+    return _check_multiplier(f"{name} multiplier", value)
 
 
 def _elan_paths(genome: Genome) -> list[str]:
@@ -119,13 +113,21 @@ def scale_genome(genome: Genome, depth_mult: float, width_mult: float, *,
     follow the concat (×ρ), and every other layer is widened by ``width_mult`` (chosen = ρ there);
     see docs/SCALING.md.
 
-    Raises :class:`ScalingError` for a non-finite or non-positive multiplier. Multiplier 1 on both
+    Raises :class:`ScalingError` for a non-finite or non-positive multiplier, or when the scaled
+    genome is invalid (e.g. a chain past ``nas.genome.MAX_ELAN_DEPTH``). Multiplier 1 on both
     returns an equal genome.
     """
     w = _check_mult("width", width_mult)
     bw = w if block_width_mult is None else block_width_mult
     blocks = {s.path: s.new for s in elan_scalings(genome, depth_mult, bw)}
+    try:
+        return _apply(genome, blocks, w)
+    except ConfigError as exc:
+        raise ScalingError(f"depth x{depth_mult:g}, width x{w:g} gives an invalid genome: {exc}") from None
 
+
+def _apply(genome: Genome, blocks: dict[str, Elan], w: float) -> Genome:
+    """``genome`` with every ELAN replaced by its scaled form and other widths × ``w``."""
     def width(path: str, value: int) -> int:
         parent, _, leaf = path.rpartition(".")
         if parent in blocks:

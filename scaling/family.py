@@ -38,7 +38,7 @@ from typing import Callable, NamedTuple, Sequence
 from nas.errors import NasError, ScalingError
 from nas.genome import Genome
 
-from .coefficients import Coefficients, parse_phi_list
+from .coefficients import MAX_PHI, Coefficients, parse_phi_list
 from .compound import check_base_img, scale_member
 from .targets import phi_for_target
 
@@ -52,8 +52,9 @@ __all__ = [
 PROBE_IMG = 64
 FAMILY_COLUMNS = ("phi", "depth", "width", "img", "params", "gflops", "latency_ms",
                   "gflops_ratio", "ideal")
-#: Largest φ a target search will try, and the resolution of the φ it returns.
-PHI_CAP = 10.0
+#: Largest φ a target search will try (the largest φ accepted anywhere).
+PHI_CAP = MAX_PHI
+#: Resolution of the φ a target search returns.
 TARGET_TOL = 1e-2
 #: (params, GFLOPs at PROBE_IMG) by canonical genome, shared by every Measurer (deterministic).
 _STATIC_CACHE: dict[str, tuple[int, float]] = {}
@@ -67,12 +68,12 @@ class Measurement(NamedTuple):
     latency_ms: float | None
 
 
-def _build(genome: Genome):
+def _build(genome: Genome, source: str = "scaled genome"):
     from nas.build import build_model
     from nas.cfg import parse_cfg
     from nas.expand import expand
 
-    return build_model(parse_cfg(expand(genome), source="scaled genome"))
+    return build_model(parse_cfg(expand(genome), source=source))
 
 
 class Measurer:
@@ -194,7 +195,8 @@ def phis_for_budget(genome: Genome, coeffs: Coefficients, base_img: int, targets
     Uses :func:`scaling.targets.phi_for_target` on ``evaluate(φ)`` = build the member, measure it.
     The bracket starts at the φ the ideal law predicts plus one and doubles (up to
     :data:`PHI_CAP`) while its upper end is still under budget. Raises :class:`ScalingError` when
-    even φ = 0 is over a target, or when the coefficients cannot grow the model.
+    even φ = 0 is over a target, when even φ = :data:`PHI_CAP` is under it, or when the
+    coefficients cannot grow the model.
     """
     if metric not in ("gflops", "latency"):
         raise ScalingError(f"unknown target metric {metric!r} (gflops or latency)")
@@ -217,7 +219,12 @@ def phis_for_budget(genome: Genome, coeffs: Coefficients, base_img: int, targets
         if target < c0:
             raise ScalingError(f"target {target:g} {unit} is below the base model's {c0:.4g} {unit} "
                                f"at phi=0 ({base_img} px); use a smaller --img or base")
-        phi_max = min(PHI_CAP, max(1.0, math.log(target / c0) / math.log(coeffs.product) + 1.0))
+        ideal_phi = math.log(target / c0) / math.log(coeffs.product)
+        if ideal_phi > 2 * PHI_CAP:  # the law itself puts it far out of range: build nothing
+            raise ScalingError(f"target {target:g} {unit} is out of reach: the largest phi, "
+                               f"{PHI_CAP:g}, grows the base's {c0:.4g} {unit} about "
+                               f"{coeffs.flops_multiplier(PHI_CAP):.0f}x")
+        phi_max = min(PHI_CAP, max(1.0, ideal_phi + 1.0))
         while True:
             phi = phi_for_target(cost, target, phi_max, tol)
             if phi is None:  # cannot happen after the check above unless latency is noisy
@@ -225,6 +232,9 @@ def phis_for_budget(genome: Genome, coeffs: Coefficients, base_img: int, targets
             if phi < phi_max or phi_max >= PHI_CAP:
                 break
             phi_max = min(PHI_CAP, 2 * phi_max)
+        if phi >= PHI_CAP:
+            raise ScalingError(f"target {target:g} {unit} is out of reach: the largest phi, "
+                               f"{PHI_CAP:g}, costs {cost(PHI_CAP):.4g} {unit}")
         out.append(math.floor(phi * 1000 + 1e-9) / 1000)
     return tuple(out)
 
@@ -269,11 +279,9 @@ def resolve_base(base: str | None, study: str | None = None, trial: int | None =
         path = folder / "models" / f"trial_{trial}.genome.yaml"
         if not path.is_file():
             raise ScalingError(f"study {study!r} has no trial {trial}: {path} not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScalingError(f"cannot read {path} ({exc})") from None
-        return f"{study}-trial{trial}", Genome.from_yaml(text, source=str(path))
+        from nas.cfg import read_model_text
+
+        return f"{study}-trial{trial}", Genome.from_yaml(read_model_text(path), source=str(path))
     if base is None or not base.strip():
         raise ScalingError("give BASE (a preset, genome YAML or flat yolov7 YAML) "
                            "or --study NAME --trial N")
@@ -438,6 +446,8 @@ def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) 
     say = progress or (lambda _msg: None)
     coeffs, phis, targets = _validate(req)
     name, genome = resolve_base(req.base, req.study, req.trial, req.results_dir)
+    # a base that cannot be built is refused here, naming its file, not as a "scaled genome"
+    _build(genome, source=req.base or f"study {req.study} trial {req.trial}")
     out_dir = Path(req.out_dir) if req.out_dir is not None else Path(req.results_dir) / "scale" / name
     if out_dir.exists() and not out_dir.is_dir():
         raise ScalingError(f"output path {out_dir} exists and is not a folder")

@@ -11,7 +11,8 @@ the chosen fidelity:
     names no default today). SynFlow uses only the batch's shape and grows with parameters and
     input size, so among candidates of ≈ equal FLOPs it prefers the ones it predicts best.
 ``proxy``
-    short proxy training; refused with a :class:`ScalingError` until ``nas.train`` exists.
+    short proxy training; refused with a :class:`ScalingError` (``nas.train`` is not wired
+    into this search yet).
 
 Storage: an Optuna study ``scale-grid`` in ``<out_dir>/grid_search.db`` (SQLite). Each grid point
 is enqueued with fixed params ``alpha, beta, gamma`` and a ``key`` user attribute; a point whose
@@ -67,15 +68,10 @@ class GridResult(NamedTuple):
 
 
 def check_fidelity(fidelity: str) -> None:
-    """Refuse unknown fidelities, and ``proxy`` while proxy training (``nas.train``) is missing."""
+    """Refuse unknown fidelities, and ``proxy``: short training is not wired into this search."""
     if fidelity not in FIDELITIES:
         raise ScalingError(f"unknown fidelity {fidelity!r} (expected one of: {', '.join(FIDELITIES)})")
     if fidelity == "proxy":
-        try:
-            import nas.train  # noqa: F401
-        except ImportError:
-            raise ScalingError("--fidelity proxy needs proxy training (nas.train), which is not "
-                               "available yet; use --fidelity zero-cost") from None
         raise ScalingError("--fidelity proxy is not wired into the grid search yet "
                            "(scaling.grid_search); use --fidelity zero-cost")
 
@@ -105,19 +101,20 @@ class _ZeroCostScorer:
     """Scores (genome, img) with one zero-cost proxy on a cached image batch per input size."""
 
     def __init__(self, data: str, batch: int, seed: int):
+        from nas.data import load_data_config, scan_split
+
         self.data, self.batch, self.seed = data, batch, seed
         self.proxy = zero_cost_proxy_name()
-        self._config = None
+        # Read the data now: a missing or unusable dataset is one error before the study
+        # file exists, not a failure repeated at every grid point.
+        self._split = scan_split(load_data_config(data), "val")
         self._batches: dict[int, object] = {}
 
     def _images(self, img: int):
         if img not in self._batches:
-            from nas.data import load_data_config, make_loader, scan_split
+            from nas.data import make_loader
 
-            if self._config is None:
-                config = load_data_config(self.data)
-                self._config = scan_split(config, "val")
-            split = self._config
+            split = self._split
             n = min(self.batch, len(split.images))
             loader = make_loader(split, img=img, batch=n, subset=n, shuffle=False, seed=self.seed)
             self._batches[img] = next(iter(loader))[0]

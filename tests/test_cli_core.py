@@ -161,3 +161,9 @@ def test_profile_unknown_model_and_cuda():
         assert result.exit_code == 0, result.output
     else:
         assert_one_error_line(result, "CUDA is not available")
+
+
+def test_preset_output_to_a_folder_is_one_line_and_leaves_nothing(tmp_path):
+    result = run("preset", "yolov7-tiny", "-o", str(tmp_path))
+    assert result.exit_code == 1 and "is a folder" in result.output
+    assert list(tmp_path.iterdir()) == []

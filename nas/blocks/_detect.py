@@ -34,27 +34,34 @@ from torch import nn
 from nas.errors import ConfigError, NasError
 
 
-class ImplicitA(nn.Module):
-    """Learned per-channel offset added to the input (YOLOR implicit knowledge)."""
+class _Implicit(nn.Module):
+    """A learned per-channel tensor ``implicit`` (1, channel, 1, 1) drawn from N(mean, std²)."""
 
-    def __init__(self, channel: int, mean: float = 0.0, std: float = 0.02):
+    def __init__(self, channel: int, mean: float, std: float):
         super().__init__()
         self.channel, self.mean, self.std = channel, mean, std
         self.implicit = nn.Parameter(torch.empty(1, channel, 1, 1))
-        nn.init.normal_(self.implicit, mean=mean, std=std)
+        # Meta tensors (the builder sizes every layer on the meta device before allocating it)
+        # hold no values; skipping normal_ there also skips its seconds-long first call.
+        if not self.implicit.is_meta:
+            nn.init.normal_(self.implicit, mean=mean, std=std)
+
+
+class ImplicitA(_Implicit):
+    """Learned per-channel offset added to the input (YOLOR implicit knowledge)."""
+
+    def __init__(self, channel: int, mean: float = 0.0, std: float = 0.02):
+        super().__init__(channel, mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.implicit + x
 
 
-class ImplicitM(nn.Module):
+class ImplicitM(_Implicit):
     """Learned per-channel scale multiplied onto the input (YOLOR implicit knowledge)."""
 
     def __init__(self, channel: int, mean: float = 1.0, std: float = 0.02):
-        super().__init__()
-        self.channel, self.mean, self.std = channel, mean, std
-        self.implicit = nn.Parameter(torch.empty(1, channel, 1, 1))
-        nn.init.normal_(self.implicit, mean=mean, std=std)
+        super().__init__(channel, mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.implicit * x

@@ -6,7 +6,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from nas.errors import ConfigError
+
 from ._common import Conv
+
+
+def _hidden(name: str, c_: int, rule: str) -> int:
+    """The hidden width of an SPP block, refused when it rounds down to nothing."""
+    if c_ < 1:
+        raise ConfigError(f"{name} hidden width {rule} is {c_}; it must be at least 1")
+    return c_
 
 
 def _same_pools(k: Sequence[int]) -> nn.ModuleList:
@@ -18,7 +27,7 @@ class SPP(nn.Module):
 
     def __init__(self, c1: int, c2: int, k: Sequence[int] = (5, 9, 13)):
         super().__init__()
-        c_ = c1 // 2
+        c_ = _hidden("SPP", c1 // 2, f"c1 // 2 = {c1} // 2")
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
         self.m = _same_pools(k)
@@ -33,7 +42,7 @@ class SPPF(nn.Module):
 
     def __init__(self, c1: int, c2: int, k: int = 5):
         super().__init__()
-        c_ = c1 // 2
+        c_ = _hidden("SPPF", c1 // 2, f"c1 // 2 = {c1} // 2")
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * 4, c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
@@ -55,7 +64,7 @@ class SPPCSPC(nn.Module):
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = False, g: int = 1,
                  e: float = 0.5, k: Sequence[int] = (5, 9, 13)):
         super().__init__()
-        c_ = int(2 * c2 * e)
+        c_ = _hidden("SPPCSPC", int(2 * c2 * e), f"int(2·c2·e) = int(2·{c2}·{e:g})")
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c1, c_, 1, 1)
         self.cv3 = Conv(c_, c_, 3, 1)
@@ -80,6 +89,8 @@ class DownC(nn.Module):
 
     def __init__(self, c1: int, c2: int, n: int = 1, k: int = 2):
         super().__init__()
+        if c2 % 2:
+            raise ConfigError(f"DownC splits its output into two halves; c2 must be even, got {c2}")
         self.cv1 = Conv(c1, c1, 1, 1)
         self.cv2 = Conv(c1, c2 // 2, 3, k)
         self.cv3 = Conv(c1, c2 // 2, 1, 1)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from nas.build import build_model, scale_depth, scale_width
 from nas.cfg import load_cfg, parse_cfg
@@ -191,7 +191,50 @@ def bad(rows_head, backbone=None, match=""):
     ([[[0, 1], 1, "Detect", ["nc", "anchors"]], [-1, 1, "Conv", [16]]], "Detect must be the last layer"),
     ([[[0, 1], 1, "Detect", ["nc", "anchors"]]], "2 inputs but 3 anchor levels"),
     ([[-1, "2", "Conv", [16]]], "number must be a positive integer"),
-    ([[-1, 1, "Conv"]], "a row must be \\[from, number, module, args\\]"),
+    ([[-1, 1, "Conv"]], "a row must be \\[from, number, module, args\\], got \\[-1, 1, 'Conv'\\]"),
+    # routes: Concat/Shortcut/Detect take lists, everything else one input
+    ([[-1, 1, "Concat", [1]]], "layer 2: Concat takes a list of inputs"),
+    ([[[-1], 1, "Conv", [16]]], "layer 2: Conv takes one input; write 'from' as an integer"),
+    ([[[-1, -2, 0], 1, "Shortcut", [0]]], "layer 2: Shortcut adds exactly two inputs, 'from' lists 3"),
+    ([[-1, 1, "Detect", ["nc", "anchors"]]], "layer 2: Detect takes a list of inputs"),
+    # Concat's channel rule holds for the channel dimension only
+    ([[[-1, -2], 1, "Concat", [0]]], "layer 2: argument 'dimension': expected one of 1, got 0"),
+    # windows whose output side is not exactly input/stride (would fail only in the forward pass)
+    ([[-1, 1, "Conv", [16, 2, 1]]], "layer 2: kernel 2 with stride 1 and padding 1 does not divide the "
+                                     "feature-map size by exactly 1 \\(needs an odd kernel\\)"),
+    ([[-1, 1, "Conv", [16, 3, 1, 100]]], "kernel 3 with stride 1 and padding 100 .* \\(needs padding 1\\)"),
+    ([[-1, 1, "nn.Conv2d", [16, 3, 1, 1, 2]]], "kernel 3 \\(dilation 2\\) .* \\(needs padding 2\\)"),
+    ([[-1, 1, "nn.Conv2d", [16, 3]]], "kernel 3 with stride 1 and padding 0"),
+    ([[-1, 1, "SP", [4]]], "layer 2: kernel 4 with stride 1"),
+    ([[-1, 1, "SPP", [16, [5, 8]]]], "layer 2: kernel 8 with stride 1"),
+    ([[-1, 1, "nn.AvgPool2d", [3, 1, 5]]], "kernel 3 with stride 1 and padding 5"),
+    ([[-1, 1, "nn.MaxPool2d", [2, 0]]], "argument 'stride': must be ≥ 1, got 0"),
+    ([[-1, 1, "nn.Upsample", [None, 1.5, "nearest"]]], "argument 'scale_factor': must be a whole number"),
+    # 255 = na·(nc+5) is exempt from width rounding, and DownC cannot split it into two halves
+    ([[-1, 1, "DownC", [255]]], "layer 2: DownC splits its output into two halves; c2 must be even"),
+    # a crafted activation string costs linear time (a backtracking regex took minutes on this)
+    ([[-1, 1, "Conv", [16, 3, 1, None, 1, "nn.A(" + " " * 5000 + "x"]]], "layer 2: argument 'act'"),
+    # blocks whose hidden width rounds to nothing
+    ([[-1, 1, "SPPCSPC", [16, False, 1, 0.001]]], "layer 2: SPPCSPC hidden width int\\(2·c2·e\\) = "
+                                                   "int\\(2·16·0.001\\) is 0"),
+    # arguments YOLOv7 would ignore or evaluate are checked, never passed through
+    ([[-1, 1, "nn.BatchNorm2d", ["__import__('os')"]]], "layer 2: argument 'num_features': expected an integer"),
+    ([[-1, 1, "Conv", [16, 3, 1, None, 1, "nn.ReLU(0.5)"]]], "inplace must be True or False, got '0.5'"),
+    ([[-1, 1, "Conv", [16, 3, 1, None, 1, "nn.LeakyReLU(1e999)"]]], "negative_slope must be a finite number"),
+    ([[-1, 1, "Conv", [16, 3, 1, None, 1, "nn.LeakyReLU(0.1, True, 3)"]]], "takes at most 2 argument"),
+    ([[[0, 1], 1, "Detect", [5, "anchors"]]], "layer 2: Detect has nc 5 but the cfg's nc is 80"),
+    ([[[0, 1], 1, "Detect", ["nc", [["a", "b"], [1, 2]]]]], "argument 'anchors': anchors level 0 must be"),
+    # sizes: refused before any weight is allocated (4 TB here would fail differently)
+    ([[-1, 1, "Conv", [2 ** 20, 1024, 1, 511]]], "layer 2: kernel 1024"),
+    ([[-1, 1, "Conv", [2 ** 20, 1023]]], "layer 2: Conv would have [0-9,]+ parameters, taking the model "
+                                          "past the 1,000,000,000 supported"),
+    ([[-1, 10 ** 6, "Conv", [16, 3, 1]]], "layer 2: the model would have more than 4,096 modules "
+                                          "\\(this row repeats 1,000,000×\\)"),
+    # repeated rows: a module applied `number` times in sequence
+    ([[[-1, -2], 3, "Concat", [1]]], "layer 2: Concat reads several layers and cannot be repeated"),
+    ([[-1, 2, "nn.Upsample", [None, 2, "nearest"]], [[-1, 0], 1, "Concat", [1]]],
+     "layer 3: Concat of mismatched spatial sizes \\(layer 2: /1, layer 0: /2\\)"),
+    ([[-1, 1, "Conv", ["x" * 10 ** 5]]], "argument 'c2': expected an integer, got 'xxxxx.{1,60}$"),
 ])
 def test_bad_rows_give_one_line_with_file_and_layer(head, expected):
     bad(head, match=expected)
@@ -216,6 +259,17 @@ def test_injection_never_executes(tmp_path):
     ("nc: 2\nwidth_multiple: -1\nanchors: 3\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n", "width_multiple must be"),
     ("nc: 2\nanchors: 3\nbackbone: [[0, 1, Conv, [8]]]\nhead: []\n", "layer 0: layer 0 must take the input"),
     ("nc: 2\nanchors: 3\nbackbone: !!python/object/apply:os.system ['true']\nhead: []\n", "malformed YAML"),
+    ("nc: 2\nanchors: 3\nwidth_mutliple: 0.5\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n",
+     "unknown top-level key\\(s\\): width_mutliple \\(known: nc, anchors, backbone, head, depth_multiple"),
+    ("nc: 2\nanchors: 3\nch: 1\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n", "ch \\(input channels\\) must be 3"),
+    ("nc: 2\nanchors: 3\nwidth_multiple: .inf\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n",
+     "width_multiple must be a positive finite number, got inf"),
+    ("nc: 2\nanchors: [[1, .inf]]\nbackbone: [[-1, 1, Conv, [8]]]\nhead: []\n", "anchors level 0"),
+    ("nc: 2\nanchors: 3\nbackbone: [" + "[-1, 1, Conv, [8]], " * 5000 + "]\nhead: []\n",
+     "the cfg has 5,000 layers; at most 4,096 are supported"),
+    ("nc: 2\x01\n", "control character U\\+0001 at offset 5"),
+    ("nc: 2\x00\n", "not a text file \\(it contains NUL bytes\\)"),
+    ("", "expected a YAML mapping"),
 ])
 def test_bad_files(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
@@ -230,6 +284,51 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_cfg(tmp_path / "nope.yaml")
 
 
-def test_safe_load_rejects_python_tags():
-    with pytest.raises(yaml.YAMLError):
-        yaml.safe_load("x: !!python/object/apply:os.system ['true']")
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.mkdir(), "cannot read model file: a directory"),
+    (lambda p: p.write_bytes(bytes(range(1, 256))), "not a UTF-8 text file \\(byte 0x80 at offset 127\\)"),
+    (lambda p: p.write_bytes(b"#" * (4 * 1024 * 1024 + 1)), "model file is 4,194,305 bytes; at most 4,194,304"),
+])
+def test_files_that_are_not_model_yaml(tmp_path, make, expected):
+    path = tmp_path / "m.yaml"
+    make(path)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_cfg(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_an_endless_device_is_refused_without_reading_it():
+    with pytest.raises(ConfigError, match="/dev/zero: cannot read model file: not a regular file"):
+        load_cfg("/dev/zero")
+
+
+def test_repeated_rows_compound_their_stride_and_reorg_channels():
+    model = build_model(cfg_from([[-1, 1, "Conv", [16, 3, 2]], [-1, 2, "MP", []], [-1, 1, "Conv", [16, 3, 2]],
+                                  [-1, 2, "ReOrg", []], [-1, 3, "Conv", [256, 3, 1]]],
+                                 [[[1, 2, 4], 1, "Detect", ["nc", "anchors"]]]))
+    assert [(i.stride, i.out_channels) for i in model.info[:5]] == [(2, 16), (8, 16), (16, 16), (64, 256),
+                                                                    (64, 256)]
+    assert model.stride.tolist() == [8.0, 16.0, 64.0] and model.input_multiple == 64
+    model.train()
+    outs = model(torch.rand(1, 3, 128, 128))
+    assert [tuple(o.shape[2:4]) for o in outs] == [(16, 16), (8, 8), (2, 2)]
+
+
+def test_input_multiple_is_the_lcm_of_all_strides():
+    model = build_model(cfg_from([[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "MP", [3]], [-1, 1, "Conv", [16, 3, 2]]],
+                                 [[[1, 2], 1, "Detect", ["nc", [[1, 2], [3, 4]]]]]))
+    assert [i.stride for i in model.info[:3]] == [2, 6, 12]
+    assert model.input_multiple == 12 and model.stride.tolist() == [6.0, 12.0]
+    model.train()
+    assert [tuple(o.shape[2:4]) for o in model(torch.rand(1, 3, 36, 36))] == [(6, 6), (3, 3)]
+
+
+def test_python_tags_in_a_cfg_are_refused_unexecuted(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"nc: 2\nanchors: 3\nbackbone: !!python/object/apply:os.system ['touch {marker}']\n"
+                    "head: []\n")
+    with pytest.raises(ConfigError, match="could not determine a constructor for the tag"):
+        load_cfg(path)
+    assert not marker.exists()

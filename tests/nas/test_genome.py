@@ -135,7 +135,11 @@ def _error(text: str) -> str:
      "positive width"),
     (lambda d: d["outputs"]["widths"].__setitem__(1, 0), "outputs.widths[1]", "positive width"),
     (lambda d: d["stem"][0].update(width=-32), "stem[0].width", "positive width"),
-    (lambda d: d["stages"][2]["elan"].update(depth=0), "stages[2].elan.depth", ">= 1"),
+    (lambda d: d["stages"][2]["elan"].update(depth=0), "stages[2].elan.depth", "1 to 64, got 0"),
+    (lambda d: d["stages"][2]["elan"].update(depth=10**6), "stages[2].elan.depth", "1 to 64, got 1000000"),
+    (lambda d: d.update(stem=d["stem"] + [{"width": 8, "stride": 1}] * 10**5), "stem", "1 to 16 convs"),
+    (lambda d: d.update(activation="__import__('os').system('true')"), "activation", "unknown value"),
+    (lambda d: d["spp"].update(kind="x" * 10**4), "spp.kind", "xxx..."),
     (lambda d: d["stages"][2]["elan"].update(pattern="every2", depth=3), "stages[2].elan.depth",
      "even"),
     (lambda d: d["stages"][1]["down"].update(width=64), "stages[1].down.width", "unset"),
@@ -166,7 +170,7 @@ def test_malformed_and_non_mapping_yaml():
 
 def test_construction_validates_without_yaml():
     tiny = PRESETS["yolov7-tiny"]
-    with pytest.raises(ConfigError, match=r"'stages\[3\].elan.depth' must be >= 1"):
+    with pytest.raises(ConfigError, match=r"'stages\[3\].elan.depth' must be 1 to 64, got 0"):
         tiny.replace_at("stages[3].elan.depth", 0)
     with pytest.raises(ConfigError, match="must be a tuple"):
         tiny.replace(stem=[StemConv(32, 2), StemConv(64, 2)])

@@ -70,15 +70,34 @@ def test_latency_statistics_and_restored_state():
     assert torch.get_num_threads() == threads and model.training
 
 
-def test_report_keys_and_errors():
-    model = build_model(parse_cfg(CFG))
-    report = profile_report(model, img=64, deploy=True, latency=True, runs=2, warmup=0)
-    assert {"params", "macs", "gflops", "img", "params_deploy", "gflops_deploy", "max_abs_diff",
-            "latency_ms"} <= set(report)
-    assert report["latency_ms"]["form"] == "deploy"
-    with pytest.raises(NasError, match="multiple of the model's largest stride"):
-        profile_report(model, img=63)
-    with pytest.raises(NasError, match="unknown device"):
-        profile_report(model, img=64, device="tpu:0")
-    with pytest.raises(NasError, match="runs ≥ 1"):
+def test_report_values_and_errors():
+    model = build_model(parse_cfg(CFG, source="small.yaml"))
+    report = profile_report(model, img=64, deploy=True, latency=True, runs=2, warmup=0, threads=1)
+    fused_macs = hand_macs(64) - 2 * (8 * 32 * 32 + 16 * 16 * 16 + 8 * 32 * 32)  # BN folded away
+    assert report["params"] == sum(p.numel() for p in model.parameters())
+    assert report["params_deploy"] == report["params"] - 2 * (8 + 16 + 8) + (8 + 16 + 8)  # BN → bias
+    assert (report["macs"], report["macs_deploy"]) == (hand_macs(64), fused_macs)
+    assert report["gflops"] == pytest.approx(2 * hand_macs(64) / 1e9, abs=1e-4)
+    assert 0 <= report["max_abs_diff"] < 1e-4
+    lat = report["latency_ms"]
+    assert (lat["form"], lat["runs"], lat["warmup"], lat["threads"], lat["img"]) == ("deploy", 2, 0, 1, 64)
+    assert 0 < lat["median"] <= lat["p90"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"img": 63}, "small.yaml: image size 63 must be a positive multiple of the model's largest stride 4"),
+    ({"img": 66}, "image size 66 .* stride 4"),  # head stride is 2, but layer 1 is /4: 66 px would crash
+    ({"img": 0}, "image size 0 must be a positive multiple"),
+    ({"img": 8192}, "image size 8192 is above the 4096 px supported"),
+    ({"device": "tpu:0"}, "unknown device"),
+    ({"runs": -1}, "--runs must be an integer ≥ 1, got -1"),   # refused even without latency=True
+    ({"batch": 0}, "--batch must be an integer ≥ 1, got 0"),
+    ({"warmup": -1}, "--warmup must be an integer ≥ 0, got -1"),
+    ({"threads": 0, "latency": True}, "--threads must be an integer ≥ 1, got 0"),
+])
+def test_report_refuses_bad_options_before_any_work(kwargs, message):
+    model = build_model(parse_cfg(CFG, source="small.yaml"))
+    with pytest.raises(NasError, match=message):
+        profile_report(model, **{"img": 64, **kwargs})
+    with pytest.raises(NasError, match="--runs must be an integer ≥ 1, got 0"):
         measure_latency(model, img=64, runs=0)

@@ -183,3 +183,12 @@ def test_coefficients_below_one_and_negative_phi_are_refused():
         Coefficients(0.9, 1.1, 1.15)
     with pytest.raises(ScalingError, match="phi"):
         scale_member(PRESETS["yolov7-tiny"], EFFICIENTNET, -1, 640)
+
+
+def test_a_scaled_genome_past_the_genome_bounds_is_one_scaling_error():
+    # depth ×40 turns yolov7's chains of 4 into 160 convs, past nas.genome.MAX_ELAN_DEPTH (64)
+    with pytest.raises(ScalingError, match=r"depth x40, width x1 gives an invalid genome: "
+                                           r"'stages\[0\].elan.depth' must be 1 to 64, got 160") as err:
+        scale_genome(PRESETS["yolov7"], 40, 1.0)
+    assert "\n" not in str(err.value)
+    assert scale_genome(PRESETS["yolov7"], 16, 1.0).get("stages[0].elan.depth") == 64  # the bound itself

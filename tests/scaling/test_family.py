@@ -167,7 +167,13 @@ def test_cli_writes_the_family(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--phi", ""], "phi list is empty"),
     (["--phi", "-1"], "negative"),
-    (["--alpha", "0.9"], "alpha must be >= 1"),
+    (["--alpha", "0.9"], "alpha must be between 1 and 10"),
+    (["--alpha", "1e300"], "alpha must be between 1 and 10"),
+    (["--phi", "0,1e9"], "above the largest phi, 10"),
+    (["--alpha", "9", "--phi", "2"], "gives an invalid genome"),
+    (["--target-gflops", "1e12", "--img", "64", "--latency-runs", "0"], "out of reach"),
+    (["--grid-search", "--data", "no-such-data.yaml"], "no-such-data.yaml: data YAML not found"),
+    (["--threads", "0"], "threads must be a positive integer"),
     (["--img", "100"], "multiple"),
     (["--grid-search", "--fidelity", "proxy"], "proxy"),
     (["--target-gflops", "5", "--phi", "1"], "either"),
@@ -177,7 +183,9 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     result = runner.invoke(app, ["scale", "yolov7-tiny", "-o", str(out), *args])
     assert result.exit_code != 0
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and message in lines[0], result.output
+    assert lines[-1].startswith("error:") and message in lines[-1], result.output
+    assert all(not line.startswith(("error", "Traceback")) for line in lines[:-1]), result.output
+    assert isinstance(result.exception, SystemExit)  # typer.Exit(1), not an escaped exception
     assert not out.exists()
 
 
@@ -225,3 +233,15 @@ def test_cli_grid_search_writes_grid_csv(tmp_path, tiny_data):
     best = max(rows, key=lambda r: float(r["score"]))
     assert f"alpha={float(best['alpha']):g}, beta={float(best['beta']):g}" in result.output
     assert (out / "grid_search.db").is_file() and (out / "yolov7-tiny-phi1.yaml").is_file()
+
+
+def test_cli_base_that_cannot_be_built_is_named(tmp_path):
+    base = tmp_path / "huge.genome.yaml"
+    base.write_text(TINY.replace(nc=10**9).to_yaml())
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scale", str(base), "-o", str(out), "--phi", "0", "--img", "64",
+                                 "--latency-runs", "0"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {base}, layer 77: IDetect would have"), lines
+    assert not out.exists()

@@ -299,7 +299,8 @@ def test_coefficients_frozen_and_hashable():
 @pytest.mark.parametrize(
     "args, bad",
     [((0.9, 1.1, 1.15), "alpha"), ((1.2, 0.5, 1.15), "beta"), ((1.2, 1.1, float("nan")), "gamma"),
-     ((1.2, float("inf"), 1.1), "beta"), (("1.2", 1.1, 1.1), "alpha"), ((1.2, 1.1, None), "gamma")],
+     ((1.2, float("inf"), 1.1), "beta"), (("1.2", 1.1, 1.1), "alpha"), ((1.2, 1.1, None), "gamma"),
+     ((1e300, 1.1, 1.15), "alpha must be between 1 and 10"), ((1.2, 10.5, 1.15), "beta")],
 )
 def test_coefficients_validation(args, bad):
     with pytest.raises(ScalingError, match=bad) as err:
@@ -309,11 +310,18 @@ def test_coefficients_validation(args, bad):
 
 
 def test_coefficients_phi_validation():
-    for phi in (-1, float("nan"), float("inf"), "1"):
+    for phi in (-1, float("nan"), float("inf"), "1", 10.5, 1e9):
         with pytest.raises(ScalingError):
             EFFICIENTNET.at(phi)
         with pytest.raises(ScalingError):
             EFFICIENTNET.flops_multiplier(phi)
+
+
+def test_largest_coefficients_at_largest_phi_stay_finite():
+    # the bounds (coefficients ≤ 10, φ ≤ 10) keep every power representable: no OverflowError
+    big = Coefficients(10, 10, 10)
+    assert big.at(10) == (1e10, 1e10, 1e10)
+    assert big.flops_multiplier(10) == pytest.approx(1e50)
 
 
 def test_parse_phi_list():
@@ -335,6 +343,8 @@ def test_parse_phi_list():
         ("nan", "'nan'"),
         ("1,inf", "'inf'"),
         ("1,2,1", "item 3"),
+        ("0,1e9", "item 2 '1e9' is above the largest phi, 10"),
+        ("50", "above the largest phi"),
     ],
 )
 def test_parse_phi_list_errors(text, fragment):
