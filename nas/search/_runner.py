@@ -231,17 +231,21 @@ def open_study(cfg: SearchConfig, store: StudyStorage, *, create: bool, wait_s: 
     return study, stored
 
 
-def load_study_config(study: str, storage: str, **overrides: Any) -> SearchConfig:
-    """The :class:`SearchConfig` of an existing study, read from its attributes (for workers)."""
+def _load_existing_study(study: str, storage: str, hint: str = ""):
+    """Open an existing study; a missing SQLite file or study name is one clear error."""
     db = sqlite_file(storage)
     if db is not None and not db.is_file():
-        raise SearchError(f"no study database at {db}")
+        raise SearchError(f"no study database at {db}{hint}")
     store = open_storage(storage, create_dirs=False)
-    optuna = _optuna()
     try:
-        s = optuna.load_study(study_name=study, storage=store.storage)
+        return _optuna().load_study(study_name=study, storage=store.storage)
     except KeyError:
         raise SearchError(f"no study {study!r} in {redact(storage)}") from None
+
+
+def load_study_config(study: str, storage: str, **overrides: Any) -> SearchConfig:
+    """The :class:`SearchConfig` of an existing study, read from its attributes (for workers)."""
+    s = _load_existing_study(study, storage)
     attrs = _config_of(s, study, 5.0)
     budget = s.user_attrs.get(BUDGET_ATTR) or 1
     return SearchConfig.from_study_attrs(study, attrs, budget, storage=storage, **overrides)
@@ -658,15 +662,7 @@ def _cheap_metrics(genome: Any, img: int) -> dict[str, float]:
 def open_results_study(study: str, results_dir: Path, storage: str | None) -> tuple[SearchConfig, Any, dict]:
     """Load a finished or running study for ``y7nas pareto`` / ``export``."""
     url = storage or f"sqlite:///{(Path(results_dir) / study / 'study.db').resolve()}"
-    db = sqlite_file(url)
-    if db is not None and not db.is_file():
-        raise SearchError(f"no study database at {db} (pass --storage URL if the study lives elsewhere)")
-    store = open_storage(url, create_dirs=False)
-    optuna = _optuna()
-    try:
-        s = optuna.load_study(study_name=study, storage=store.storage)
-    except KeyError:
-        raise SearchError(f"no study {study!r} in {redact(url)}") from None
+    s = _load_existing_study(study, url, hint=" (pass --storage URL if the study lives elsewhere)")
     stored = dict(_config_of(s, study, 0.0))
     budget = s.user_attrs.get(BUDGET_ATTR) or 1
     cfg = SearchConfig.from_study_attrs(study, stored, budget, storage=url, results_dir=Path(results_dir))
