@@ -303,6 +303,8 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Constraint: latency ms."),
            max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Constraint: GFLOPs."),
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
+           proxy_epochs: int = typer.Option(5, "--proxy-epochs", help="Epochs per candidate (fidelity proxy)."),
+           proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per candidate (fidelity proxy)."),
            threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads, split among workers (default 1 each)."),
            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
            ) -> None:
@@ -313,7 +315,8 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
         cfg = SearchConfig(study=study, space=space, trials=trials, objectives=objectives, fidelity=fidelity,
                            sampler=sampler, workers=workers, seed=seed, img=img, data=data,
                            max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
-                           results_dir=results_dir, storage=storage, threads=threads, device=device)
+                           results_dir=results_dir, storage=storage, threads=threads, device=device,
+                           proxy_epochs=proxy_epochs, proxy_subset=proxy_subset)
         _run_search_cli(cfg)
 
 

@@ -133,6 +133,8 @@ class SearchConfig:
                               f"(use e.g. --objectives gflops,latency_ms)")
         if self.proxy_epochs < 1:
             raise SearchError(f"--proxy-epochs must be >= 1, got {self.proxy_epochs}")
+        if self.proxy_subset is not None and self.proxy_subset < 1:
+            raise SearchError(f"--proxy-subset must be >= 1, got {self.proxy_subset}")
         if self.zero_cost_batch < 2:
             raise SearchError("the zero-cost batch needs at least 2 images")
 

@@ -100,6 +100,8 @@ def test_zero_cost_search_records_every_proxy(tmp_path, tiny_data):
     (("--img", "100"), "--img must be a positive multiple of 32"),
     (("--max-params", "-1"), "--max-params must be > 0"),
     (("--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/x"), "cannot open storage postgresql+psycopg://u:***@"),
+    (("--fidelity", "proxy", "--proxy-epochs", "0"), "--proxy-epochs must be >= 1, got 0"),
+    (("--fidelity", "proxy", "--proxy-subset", "0"), "--proxy-subset must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
     base = {"--space": "yolov7-tiny", "--trials": "2", "--study": "bad", "--results-dir": str(tmp_path),
