@@ -105,6 +105,14 @@ def read_model_text(path: str | Path) -> str:
 
 def read_yaml_mapping(text: str, source: str) -> dict:
     """``yaml.safe_load`` a document that must be a mapping; errors name the line."""
+    data = safe_load_yaml(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError("expected a YAML mapping at the top level", source=source)
+    return data
+
+
+def safe_load_yaml(text: str, source: str | None) -> Any:
+    """``yaml.safe_load`` with every YAML error turned into one ConfigError naming the line."""
     try:
         data = yaml.safe_load(text)
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control codes)
@@ -116,8 +124,6 @@ def read_yaml_mapping(text: str, source: str) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"malformed YAML{where}: {problem}", source=source) from None
-    if not isinstance(data, dict):
-        raise ConfigError("expected a YAML mapping at the top level", source=source)
     return data
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from nas.cfg import brief
+from nas.cfg import brief, safe_load_yaml
 from nas.errors import ConfigError
 
 ACTIVATIONS = ("silu", "leakyrelu", "relu")
@@ -192,14 +192,7 @@ class Genome:
     @classmethod
     def from_yaml(cls, text: str, *, source: str | None = None) -> "Genome":
         """Parse genome YAML with ``yaml.safe_load``; errors name the key and ``source``."""
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError(f"malformed YAML{where}: {problem}", source=source) from None
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(safe_load_yaml(text, source), source=source)
 
     def canonical(self) -> str:
         """Canonical JSON (sorted keys, no spaces): equal genomes give equal strings."""

@@ -291,11 +291,8 @@ def resolve_base(base: str | None, study: str | None = None, trial: int | None =
     name = source.name[: -len(".genome")] if source.name.endswith(".genome") else source.name
     if source.genome is not None:
         return name, source.genome
-    try:
-        from nas.recognise import recognise
-    except ImportError:
-        raise ScalingError(f"{base}: scaling a flat yolov7 YAML needs nas.recognise, which is "
-                           "not available") from None
+    from nas.recognise import recognise
+
     try:
         return name, recognise(source.cfg)
     except NasError as exc:

@@ -112,12 +112,9 @@ class _ZeroCostScorer:
 
     def _images(self, img: int):
         if img not in self._batches:
-            from nas.data import make_loader
+            from nas.data import first_batch
 
-            split = self._split
-            n = min(self.batch, len(split.images))
-            loader = make_loader(split, img=img, batch=n, subset=n, shuffle=False, seed=self.seed)
-            self._batches[img] = next(iter(loader))[0]
+            self._batches[img] = first_batch(self._split, img, self.batch, self.seed)
         return self._batches[img]
 
     def __call__(self, genome: Genome, img: int) -> float:

@@ -10,8 +10,8 @@ Typical use::
 """
 from nas.data._augment import AugmentConfig, hflip, hsv_jitter, mosaic4
 from nas.data._config import DataConfig, load_data_config, parse_data_config
-from nas.data._dataset import (EpochSampler, ImageMeta, YoloDataset, collate, make_loader,
-                               subset_indices)
+from nas.data._dataset import (EpochSampler, ImageMeta, YoloDataset, collate, first_batch,
+                               make_loader, subset_indices)
 from nas.data._letterbox import (Letterbox, boxes_from_letterbox, boxes_to_letterbox,
                                  letterbox_image, letterbox_params, yolo_to_xyxy)
 from nas.data._scan import (IMG_FORMATS, ScanStats, SplitIndex, img2label_path, list_images,
@@ -21,7 +21,7 @@ from nas.data._synthetic import SHAPES, generate_synthetic, synthetic_dataset
 __all__ = [
     "AugmentConfig", "DataConfig", "EpochSampler", "IMG_FORMATS", "ImageMeta", "Letterbox",
     "SHAPES", "ScanStats", "SplitIndex", "YoloDataset", "boxes_from_letterbox",
-    "boxes_to_letterbox", "collate", "generate_synthetic", "hflip", "hsv_jitter",
+    "boxes_to_letterbox", "collate", "first_batch", "generate_synthetic", "hflip", "hsv_jitter",
     "img2label_path", "letterbox_image", "letterbox_params", "list_images", "load_data_config",
     "make_loader", "mosaic4", "parse_data_config", "scan_split", "subset_indices",
     "synthetic_dataset", "yolo_to_xyxy",

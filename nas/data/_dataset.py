@@ -210,3 +210,11 @@ def make_loader(split_index: SplitIndex, img: int = 640, batch: int = 16,
     sampler = EpochSampler(indices, seed, bool(augment) if shuffle is None else shuffle)
     return DataLoader(dataset, batch_size=batch, sampler=sampler, collate_fn=collate,
                       num_workers=workers, persistent_workers=workers > 0)
+
+
+def first_batch(split_index: SplitIndex, img: int, batch: int, seed: int = 0) -> torch.Tensor:
+    """The images ``(B, 3, img, img)`` of one deterministic, un-augmented batch of at most
+    ``batch`` images (a fixed seeded subset) — what the zero-cost proxies score on."""
+    n = min(batch, len(split_index))
+    loader = make_loader(split_index, img=img, batch=n, subset=n, seed=seed, shuffle=False)
+    return next(iter(loader))[0]

@@ -61,15 +61,12 @@ class EvalContext:
     def images(self):
         """One deterministic batch ``(B, 3, img, img)`` of real images from ``data`` (cached)."""
         if self._images is None:
-            from nas.data import load_data_config, make_loader, scan_split
+            from nas.data import first_batch, load_data_config, scan_split
 
-            config = load_data_config(self.data)
-            split = scan_split(config, "val")
+            split = scan_split(load_data_config(self.data), "val")
             if len(split) < 2:
                 raise SearchError(f"{self.data}: the val split needs at least 2 images for zero-cost scoring")
-            loader = make_loader(split, img=self.img, batch=min(self.batch, len(split)),
-                                 subset=min(self.batch, len(split)), seed=self.seed, shuffle=False)
-            self._images = next(iter(loader))[0]
+            self._images = first_batch(split, self.img, self.batch, self.seed)
         return self._images
 
 
