@@ -41,7 +41,7 @@ CONSTRAINTS: Mapping[str, tuple[str, float]] = {
 
 #: fields that define a study: reopening it with other values is refused
 STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "data",
-                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset")
+                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img")
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CONFIG_ATTR = "y7nas:config"
@@ -98,6 +98,10 @@ class SearchConfig:
     zero_cost_batch: int = 16
     proxy_epochs: int = 5
     proxy_subset: int | None = 256
+    proxy_img: int | None = None
+    prune: bool = True
+    prune_eta: int = 3
+    prune_min_epoch: int = 1
     heartbeat_interval: int = 5
     grace_period: int = 20
     poll_interval: float = 1.0
@@ -135,6 +139,10 @@ class SearchConfig:
             raise SearchError(f"--proxy-epochs must be >= 1, got {self.proxy_epochs}")
         if self.proxy_subset is not None and self.proxy_subset < 1:
             raise SearchError(f"--proxy-subset must be >= 1, got {self.proxy_subset}")
+        if self.proxy_img is not None and (self.proxy_img < 32 or self.proxy_img % 32):
+            raise SearchError(f"--proxy-img must be a positive multiple of 32 (the largest stride), "
+                              f"got {self.proxy_img}")
+        self.pruning_rule()  # validates --prune-eta / --prune-min-epoch
         if self.zero_cost_batch < 2:
             raise SearchError("the zero-cost batch needs at least 2 images")
 
@@ -160,6 +168,22 @@ class SearchConfig:
     @property
     def needs_latency(self) -> bool:
         return "latency_ms" in self.objectives or self.max_latency is not None
+
+    @property
+    def train_img(self) -> int:
+        """Input size of proxy training (``--proxy-img``, else ``--img``)."""
+        return self.proxy_img or self.img
+
+    def pruning_rule(self):
+        """The early-stopping rule of this search, or None (pruning off, or nothing to prune:
+        a fidelity without epochs, or no ``score`` objective)."""
+        from nas.search._fidelity import get_fidelity
+        from nas.search._pruning import PruningRule
+
+        rule = PruningRule(eta=self.prune_eta, min_epoch=self.prune_min_epoch)
+        if not self.prune or not get_fidelity(self.fidelity).prunable or "score" not in self.objectives:
+            return None
+        return rule
 
     @property
     def study_dir(self) -> Path:
@@ -192,6 +216,10 @@ class SearchConfig:
             "zero_cost_batch": self.zero_cost_batch if self.fidelity == "zero-cost" else None,
             "proxy_epochs": self.proxy_epochs if self.fidelity == "proxy" else None,
             "proxy_subset": self.proxy_subset if self.fidelity == "proxy" else None,
+            "proxy_img": self.train_img if self.fidelity == "proxy" else None,
+            "prune": self.prune,
+            "prune_eta": self.prune_eta,
+            "prune_min_epoch": self.prune_min_epoch,
             "sampler": self.sampler_name,
             "seed": self.seed,
             "latency_runs": self.latency_runs,
@@ -225,6 +253,8 @@ class SearchConfig:
             device=attrs.get("device") or "cpu",
             zero_cost_batch=attrs.get("zero_cost_batch") or 16,
             proxy_epochs=attrs.get("proxy_epochs") or 5, proxy_subset=attrs.get("proxy_subset"),
+            proxy_img=attrs.get("proxy_img"), prune=attrs.get("prune", True),
+            prune_eta=attrs.get("prune_eta", 3), prune_min_epoch=attrs.get("prune_min_epoch", 1),
             latency_runs=attrs.get("latency_runs", 10), latency_warmup=attrs.get("latency_warmup", 3),
             **limits)
         values.update({k: v for k, v in overrides.items() if v is not None})

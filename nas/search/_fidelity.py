@@ -44,8 +44,9 @@ class EvalContext:
         data: ``synthetic`` or a data YAML path.
         batch: images in the zero-cost batch.
         threads: torch CPU threads of this worker.
-        options: fidelity settings from the study (proxy: ``epochs``, ``subset``).
-        report: ``report(step, value)`` records an intermediate value (per-epoch score).
+        options: fidelity settings from the study (proxy: ``epochs``, ``subset``, ``img``).
+        report: ``report(step, value) -> stop`` records an intermediate value (per-epoch
+            score); a True return asks the fidelity to stop early (pruning).
     """
 
     img: int
@@ -55,7 +56,7 @@ class EvalContext:
     batch: int = 16
     threads: int | None = None
     options: dict = field(default_factory=dict)
-    report: Callable[[int, float], None] = lambda step, value: None
+    report: Callable[[int, float], bool | None] = lambda step, value: None
     _images: Any = field(default=None, repr=False)
 
     def images(self):
@@ -76,6 +77,7 @@ class Fidelity(abc.ABC):
     name: str = ""
     scores: bool = False
     needs_data: bool = False
+    prunable: bool = False   # reports a partial score per epoch (early stopping applies)
     description: str = ""
 
     def check_available(self) -> None:
@@ -118,13 +120,15 @@ class ProxyTrainFidelity(Fidelity):
     """Short proxy training with :func:`nas.train.proxy_train`: ``score`` = val mAP@0.5:0.95.
 
     Trains the sampled model for ``epochs`` epochs on a fixed seeded subset of the train split at
-    the study's image size and reports the mAP after every epoch (``report``). Refused with a
-    clear message where ``nas.train`` is not available.
+    ``img`` (``--proxy-img``, default the study's image size) and reports the mAP after every
+    epoch (``report``; a True return stops the training: pruning). Records ``epochs_trained``
+    and ``train_s``. Refused with a clear message where ``nas.train`` is not available.
     """
 
     name = "proxy"
     scores = True
     needs_data = True
+    prunable = True
     description = "short proxy training; score = val mAP@0.5:0.95 (nas.train)"
 
     def check_available(self) -> None:
@@ -139,11 +143,13 @@ class ProxyTrainFidelity(Fidelity):
         self.check_available()
         train = importlib.import_module("nas.train")
         options = context.options
-        result = train.proxy_train(model, context.data, epochs=int(options.get("epochs", 5)), img=context.img,
+        result = train.proxy_train(model, context.data, epochs=int(options.get("epochs", 5)),
+                                   img=int(options.get("img") or context.img),
                                    subset=options.get("subset", 256), seed=context.seed,
                                    threads=context.threads, report=context.report, device=context.device)
         return {"score": float(result.map50_95), "map50_95": float(result.map50_95),
-                "map50": float(result.map50), "train_s": round(float(result.seconds), 3)}
+                "map50": float(result.map50), "epochs_trained": len(result.epoch_maps),
+                "train_s": round(float(result.seconds), 3)}
 
 
 #: name → fidelity class

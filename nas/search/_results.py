@@ -23,7 +23,7 @@ from nas.search._pareto import pareto_front
 METRIC_COLUMNS = ("score", "params", "gflops", "latency_ms")
 LEADING = ("number", "state")
 TRAILING = ("feasible", "constraints", "genome_hash", "duplicate_of", "retry_of", "duration_s",
-            "fail_reason", "datetime_start", "datetime_complete")
+            "fail_reason", "pruned_at", "pruned_reason", "datetime_start", "datetime_complete")
 LOST_REASON = "worker lost (no heartbeat; killed or crashed)"
 
 
@@ -41,6 +41,7 @@ def trial_record(trial: Any, dimensions: Sequence[str] = ()) -> dict[str, Any]:
     reason = attrs.get("fail_reason", "")
     if state == "FAIL" and not reason:
         reason = LOST_REASON
+    stop = (attrs.get("pruned") or {}) if state == "PRUNED" else {}
     row.update(
         feasible=attrs.get("feasible", "") if state == "COMPLETE" else "",
         constraints=json.dumps(attrs["constraints"]) if attrs.get("constraints") else "",
@@ -49,6 +50,8 @@ def trial_record(trial: Any, dimensions: Sequence[str] = ()) -> dict[str, Any]:
         retry_of=history[-1] if history else "",
         duration_s=duration if duration is not None else "",
         fail_reason=reason,
+        pruned_at=stop.get("epoch", ""),
+        pruned_reason=stop.get("reason", ""),
         datetime_start=start.isoformat(timespec="seconds") if start else "",
         datetime_complete=end.isoformat(timespec="seconds") if end else "",
     )

@@ -6,8 +6,9 @@ Exact count with any number of workers: *tickets*
     WAITING trial to RUNNING (Optuna's storage guarantees one winner); it never creates trials
     with ``study.ask()``. A trial that fails queues exactly one replacement (a fresh ticket for a
     failed architecture, a retry of the same parameters for an interrupted or killed one), tagged
-    ``y7nas:replaces`` so it is replaced only once. So WAITING + RUNNING + COMPLETE = budget at all
-    times, and the study ends with exactly ``--trials`` COMPLETE trials, however many workers
+    ``y7nas:replaces`` so it is replaced only once. So WAITING + RUNNING + COMPLETE + PRUNED =
+    budget at all times, and the study ends with exactly ``--trials`` evaluated trials (COMPLETE,
+    or PRUNED when early stopping ended them: :mod:`nas.search._pruning`), however many workers
     share it. Re-running with a larger ``--trials`` queues the difference.
 
 Dead workers
@@ -42,6 +43,8 @@ from nas.errors import NasError, SearchError
 from nas.search._config import (BUDGET_ATTR, CONFIG_ATTR, OBJECTIVES, REFERENCES_ATTR, SearchConfig,
                                 constraint_values, make_sampler, population_size)
 from nas.search._fidelity import EvalContext, get_fidelity
+from nas.search._pruning import Stopped as _Stop
+from nas.search._pruning import TrialMonitor, peer_points
 from nas.search._storage import (StudyStorage, _optuna, has_replacement, open_storage, queue_replacement,
                                  redact, sqlite_file)
 
@@ -49,12 +52,13 @@ from nas.search._storage import (StudyStorage, _optuna, has_replacement, open_st
 class ProgressUpdate(NamedTuple):
     """What a progress display needs after each trial (or poll)."""
 
-    done: int           # COMPLETE trials
+    done: int           # evaluated trials: COMPLETE + PRUNED
     total: int          # the budget (--trials)
     running: int
     failed: int
     best: str           # e.g. "front 4 | best score 212.3"
     last: str | None    # one line about the trial that just finished, if any
+    pruned: int = 0     # of ``done``, stopped early
 
 
 Progress = Callable[[ProgressUpdate], None]
@@ -70,6 +74,8 @@ class SearchSummary:
     front: tuple[Mapping[str, Any], ...]
     results_dir: Path | None
     objectives: tuple[str, ...]
+    pruned: int = 0
+    pruning: Mapping[str, Any] | None = None  # time saved (:func:`nas.search._pruning.pruning_summary`)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -82,7 +88,8 @@ class Evaluator:
         self.fidelity = get_fidelity(cfg.fidelity)()
         self.context = EvalContext(img=cfg.img, device=cfg.device, seed=cfg.seed, data=cfg.data,
                                    batch=cfg.zero_cost_batch, threads=threads,
-                                   options={"epochs": cfg.proxy_epochs, "subset": cfg.proxy_subset})
+                                   options={"epochs": cfg.proxy_epochs, "subset": cfg.proxy_subset,
+                                            "img": cfg.train_img})
 
     def prepare(self) -> None:
         """Fail early (before any trial) when the fidelity or its data cannot be used."""
@@ -93,19 +100,23 @@ class Evaluator:
         if self.fidelity.needs_data:
             self.context.images()
 
-    def measure(self, genome: Any, report: Callable[[int, float], None] | None = None) -> dict[str, float]:
-        """Params, GFLOPs (deploy form), fidelity metrics and, when needed, deploy latency."""
+    def measure(self, genome: Any, monitor: TrialMonitor | None = None) -> dict[str, float]:
+        """Params, GFLOPs (deploy form), deploy latency when needed, then the fidelity's metrics.
+
+        The costs are measured first and handed to ``monitor`` (which may stop the trial before
+        or during a multi-epoch fidelity: see :mod:`nas.search._pruning`).
+        """
         import torch
 
         previous = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            return self._measure(genome, report)
+            return self._measure(genome, monitor)
         finally:
             torch.set_num_threads(previous)
 
-    def _measure(self, genome: Any, report: Callable[[int, float], None] | None) -> dict[str, float]:
+    def _measure(self, genome: Any, monitor: TrialMonitor | None) -> dict[str, float]:
         from nas.build import build_model
         from nas.cfg import parse_cfg
         from nas.expand import expand
@@ -116,13 +127,16 @@ class Evaluator:
         deploy = fuse(model).eval()
         prof = profile_model(deploy, self.cfg.img)
         metrics: dict[str, float] = {"params": int(prof.params), "gflops": round(prof.gflops, 6)}
-        self.context.report = report or (lambda step, value: None)
-        metrics.update(self.fidelity.evaluate(genome, model, self.context))
         if self.cfg.needs_latency:
             lat = measure_latency(deploy, self.cfg.img, batch=1, runs=self.cfg.latency_runs,
                                   warmup=self.cfg.latency_warmup, threads=self.threads,
                                   device=self.cfg.device, form="deploy")
             metrics["latency_ms"] = round(lat.median, 4)
+        monitor = monitor or TrialMonitor(self.cfg.objectives, self.cfg.proxy_epochs)
+        if not monitor.start(metrics):
+            return metrics
+        self.context.report = monitor.report
+        metrics.update(self.fidelity.evaluate(genome, model, self.context))
         return metrics
 
 
@@ -175,6 +189,11 @@ def _states(study: Any) -> collections.Counter:
     return collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
 
 
+def _evaluated(states: Mapping[str, int]) -> int:
+    """Trials that count toward the budget (by state name): COMPLETE and PRUNED."""
+    return states["COMPLETE"] + states["PRUNED"]
+
+
 def _queue_tickets(study: Any, n: int) -> None:
     optuna = _optuna()
     for _ in range(n):
@@ -220,7 +239,7 @@ def open_study(cfg: SearchConfig, store: StudyStorage, *, create: bool, wait_s: 
         return study, stored
     if budget is None:  # the creator stopped between creating the study and queueing its tickets
         states = _states(study)
-        _queue_tickets(study, max(0, cfg.trials - states["COMPLETE"] - states["RUNNING"] - states["WAITING"]))
+        _queue_tickets(study, max(0, cfg.trials - _evaluated(states) - states["RUNNING"] - states["WAITING"]))
     elif cfg.trials > budget:
         _queue_tickets(study, cfg.trials - budget)
     elif cfg.trials < budget:
@@ -268,7 +287,7 @@ class _Worker:
             trials = self.study.get_trials(deepcopy=False)
             states = collections.Counter(t.state for t in trials)
             budget = int(self.study.user_attrs.get(BUDGET_ATTR) or self.cfg.trials)
-            if states[self.TS.COMPLETE] >= budget:
+            if states[self.TS.COMPLETE] + states[self.TS.PRUNED] >= budget:
                 self._report(trials, None)
                 return
             trial = self._pop_ticket(trials)
@@ -306,7 +325,8 @@ class _Worker:
     def _repair(self, trials: Sequence[Any], budget: int) -> None:
         """Re-queue tickets lost to a crash between failing a trial and queueing its replacement."""
         states = collections.Counter(t.state for t in trials)
-        deficit = budget - states[self.TS.COMPLETE] - states[self.TS.RUNNING] - states[self.TS.WAITING]
+        deficit = (budget - states[self.TS.COMPLETE] - states[self.TS.PRUNED] - states[self.TS.RUNNING]
+                   - states[self.TS.WAITING])
         for t in sorted((t for t in trials if t.state == self.TS.FAIL), key=lambda t: t.number):
             if deficit <= 0:
                 return
@@ -328,23 +348,31 @@ class _Worker:
                 trial.set_user_attr("genome_hash", digest)
                 trial.set_user_attr("genome", genome.canonical())
                 original = self._wait_for_original(trial, digest)
+                stopped = None
                 if original is None:
-                    metrics = self.evaluator.measure(genome, report=self._reporter(trial))
+                    monitor = self._monitor(trial)
+                    metrics = self.evaluator.measure(genome, monitor)
+                    stopped = monitor.stopped
                     original = self._earlier_twin(trial, digest)  # a concurrent twin finished first
                 if original is not None:
                     metrics = dict(original.user_attrs["metrics"])
                     trial.set_user_attr("duplicate_of", original.user_attrs.get("duplicate_of", original.number))
+                    if original.state == self.TS.PRUNED:
+                        stopped = original.user_attrs.get("pruned") or {"epoch": 0, "reason": "duplicate"}
+                        stopped = _Stop(int(stopped["epoch"]), f"as #{original.number}: {stopped['reason']}")
+                constraints = constraint_values(metrics, self.cfg.constraints)
+                trial.set_user_attr("metrics", metrics)
+                if constraints:
+                    trial.set_user_attr("constraints", constraints)
+                trial.set_user_attr("feasible", all(c <= 0 for c in constraints.values()))
+                if stopped is not None:
+                    return self._prune(trial, stopped, start)
                 values = [float(metrics[o]) for o in self.cfg.objectives]
                 bad = [o for o, v in zip(self.cfg.objectives, values) if not math.isfinite(v)]
                 if bad:
                     raise SearchError(f"non-finite {bad[0]} ({metrics[bad[0]]})")
-                constraints = constraint_values(metrics, self.cfg.constraints)
-                trial.set_user_attr("metrics", metrics)
                 for key, value in constraints.items():
                     trial.set_constraint(key, value)
-                if constraints:
-                    trial.set_user_attr("constraints", constraints)
-                trial.set_user_attr("feasible", all(c <= 0 for c in constraints.values()))
                 trial.set_user_attr("duration_s", round(time.monotonic() - start, 3))
                 self.study.tell(trial, values)
                 return True, trial_line(self.study._storage.get_trial(trial._trial_id), self.cfg.objectives)
@@ -358,18 +386,33 @@ class _Worker:
                 self._fail(trial, reason, retry=False)
                 return False, f"trial {trial.number} failed: {reason}"
 
-    def _reporter(self, trial: Any) -> Callable[[int, float], None]:
-        """Intermediate (per-epoch) scores: ``trial.report`` for one objective; Optuna has no
-        intermediate values for several objectives, so they go to user attribute ``intermediate``."""
-        if len(self.cfg.objectives) == 1:
-            return lambda step, value: trial.report(float(value), int(step))
+    def _prune(self, trial: Any, stopped: Any, start: float) -> tuple[bool, str]:
+        """Record a trial stopped early as PRUNED (it counts toward the budget)."""
+        trial.set_user_attr("pruned", {"epoch": int(stopped.epoch), "reason": stopped.reason})
+        trial.set_user_attr("duration_s", round(time.monotonic() - start, 3))
+        self.study.tell(trial, state=self.TS.PRUNED)
+        return True, trial_line(self.study._storage.get_trial(trial._trial_id), self.cfg.objectives)
+
+    def _monitor(self, trial: Any) -> TrialMonitor:
+        """The trial's :class:`TrialMonitor`: stores its costs (user attribute ``costs``) and
+        per-epoch scores (``intermediate``, plus ``trial.report`` for one objective: Optuna has
+        no intermediate values for several), and applies the study's pruning rule."""
         history: dict[str, float] = {}
+        single = len(self.cfg.objectives) == 1
 
-        def report(step: int, value: float) -> None:
-            history[str(int(step))] = float(value)
+        def on_score(epoch: int, score: float) -> None:
+            history[str(epoch)] = score
             trial.set_user_attr("intermediate", dict(history))
+            if single:
+                trial.report(score, epoch)
 
-        return report
+        def peers_at(epoch: int):
+            trials = self.study.get_trials(deepcopy=False)
+            return peer_points(trials, epoch, trial.number, self.cfg.constraints)
+
+        return TrialMonitor(self.cfg.objectives, self.cfg.proxy_epochs, self.cfg.pruning_rule(),
+                            self.cfg.constraints, peers_at=peers_at,
+                            on_costs=lambda costs: trial.set_user_attr("costs", costs), on_score=on_score)
 
     def _fail(self, trial: Any, reason: str, *, retry: bool) -> None:
         try:
@@ -390,8 +433,8 @@ class _Worker:
     def _wait_for_original(self, trial: Any, digest: str) -> Any | None:
         """An earlier COMPLETE trial with this genome, waiting for a lower-numbered running twin."""
         while True:
-            twins = self._same_hash(trial, digest, (self.TS.COMPLETE, self.TS.RUNNING))
-            done = [t for t in twins if t.state == self.TS.COMPLETE and "metrics" in t.user_attrs]
+            twins = self._same_hash(trial, digest, (self.TS.COMPLETE, self.TS.PRUNED, self.TS.RUNNING))
+            done = [t for t in twins if t.state != self.TS.RUNNING and "metrics" in t.user_attrs]
             if done:
                 return min(done, key=lambda t: t.number)
             if not any(t.number < trial.number for t in twins):
@@ -400,7 +443,8 @@ class _Worker:
             self.store.fail_stale(self.study)
 
     def _earlier_twin(self, trial: Any, digest: str) -> Any | None:
-        done = [t for t in self._same_hash(trial, digest, (self.TS.COMPLETE,)) if "metrics" in t.user_attrs]
+        done = [t for t in self._same_hash(trial, digest, (self.TS.COMPLETE, self.TS.PRUNED))
+                if "metrics" in t.user_attrs]
         return min(done, key=lambda t: t.number) if done else None
 
     # -- progress ------------------------------------------------------------------------
@@ -413,6 +457,9 @@ class _Worker:
 def trial_line(trial: Any, objectives: Sequence[str]) -> str:
     """One line about a finished trial (FrozenTrial), as the progress display prints it."""
     attrs = trial.user_attrs
+    if trial.state.name == "PRUNED":
+        stop = attrs.get("pruned") or {}
+        return f"trial {trial.number} pruned at epoch {stop.get('epoch', '?')}: {stop.get('reason', '')}"
     if trial.state.name != "COMPLETE":
         return f"trial {trial.number} failed: {attrs.get('fail_reason') or 'worker lost'}"
     metrics = attrs.get("metrics") or {}
@@ -444,7 +491,8 @@ def progress_update(trials: Sequence[Any], objectives: Sequence[str], budget: in
         pick = max if OBJECTIVES[first].direction == "maximize" else min
         best_row = pick(front, key=lambda r: r[first])
         best = f"front {len(front)} | best {first} {_fmt(best_row[first])} (#{best_row['number']})"
-    return ProgressUpdate(states["COMPLETE"], budget, states["RUNNING"], states["FAIL"], best, line)
+    return ProgressUpdate(_evaluated(states), budget, states["RUNNING"], states["FAIL"], best, line,
+                          states["PRUNED"])
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -465,7 +513,7 @@ def _worker_name(index: int | None) -> str:
 def run_worker(cfg: SearchConfig, space: Any, *, progress: Progress | None = None,
                worker_index: int | None = None, threads: int | None = None,
                store: StudyStorage | None = None, evaluator: Evaluator | None = None) -> None:
-    """Join an existing study and run trials until it has its budget of COMPLETE trials."""
+    """Join an existing study and run trials until it has its budget of evaluated trials."""
     cfg = _with_space(cfg, space)
     evaluator = evaluator or Evaluator(cfg, threads or _threads_per_worker(cfg))
     evaluator.prepare()
@@ -493,7 +541,7 @@ def _worker_process(cfg: SearchConfig, space: Any, index: int, threads: int, err
 
 def run_search(cfg: SearchConfig, space: Any, *, progress: Progress | None = None,
                write: bool = True) -> SearchSummary:
-    """Create or resume ``cfg.study`` and run it to ``cfg.trials`` COMPLETE trials.
+    """Create or resume ``cfg.study`` and run it to ``cfg.trials`` evaluated (COMPLETE or PRUNED) trials.
 
     ``cfg.workers == 1`` runs in this process; more start that many worker processes on this
     machine sharing the storage (torch threads divided among them). Results are written to
@@ -553,23 +601,37 @@ def _run_processes(cfg: SearchConfig, space: Any, study: Any, threads: int, prog
 
 
 def finish(cfg: SearchConfig, study: Any, stored: Mapping[str, Any], *, write: bool = True) -> SearchSummary:
-    """Write the result files (when ``write``) and summarise the study."""
-    from nas.search._results import pareto_rows, records, write_results
+    """Write the result files (when ``write``) and summarise the study.
+
+    For a fidelity with epochs (proxy) the summary includes how much time pruning saved, also
+    written to ``pruning.json``.
+    """
+    import json
+
+    from nas.search._pruning import pruning_summary
+    from nas.search._results import pareto_rows, records, write_atomically, write_results
 
     trials = study.get_trials(deepcopy=False)
     objectives = tuple(stored.get("objectives", cfg.objectives))
     dims = tuple(stored.get("dimensions", cfg.dimensions))
+    rows = records(trials, dims)
+    pruning = None
+    if get_fidelity(stored.get("fidelity", cfg.fidelity)).prunable:
+        pruning = {"enabled": cfg.pruning_rule() is not None, "eta": cfg.prune_eta,
+                   "min_epoch": cfg.prune_min_epoch, **pruning_summary(rows, cfg.proxy_epochs)}
     if write:
         refs = reference_points(cfg, study)
         result = write_results(trials, cfg.study_dir, study=cfg.study, objectives=objectives,
                                dimensions=dims, references=refs)
         front = result["front"]
+        if pruning is not None:
+            write_atomically(cfg.study_dir / "pruning.json", json.dumps(pruning, indent=2) + "\n")
     else:
-        front = pareto_rows(records(trials, dims), objectives)
+        front = pareto_rows(rows, objectives)
     states = collections.Counter(t.state.name for t in trials)
     return SearchSummary(cfg.study, redact(cfg.storage_url), states["COMPLETE"], states["FAIL"],
                          int(study.user_attrs.get(BUDGET_ATTR) or cfg.trials), tuple(front),
-                         cfg.study_dir if write else None, objectives)
+                         cfg.study_dir if write else None, objectives, states["PRUNED"], pruning)
 
 
 def reference_points(cfg: SearchConfig, study: Any) -> dict[str, dict[str, float]]:

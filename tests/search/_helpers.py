@@ -120,3 +120,23 @@ def load(cfg: SearchConfig):
     import optuna
 
     return optuna.load_study(study_name=cfg.study, storage=cfg.storage_url)
+
+
+@register_fidelity
+class EpochsFidelity(Fidelity):
+    """A multi-epoch fidelity without training: after epoch e the score is e/E · 1e4/params
+    (smaller models 'learn more'), reported per epoch; stops when ``report`` says so."""
+
+    name = "test-epochs"
+    scores = True
+    prunable = True
+
+    def evaluate(self, genome, model, context):
+        epochs = int(context.options["epochs"])
+        base = 1e4 / sum(p.numel() for p in model.parameters())
+        score, done = 0.0, 0
+        for epoch in range(1, epochs + 1):
+            score, done = base * epoch / epochs, epoch
+            if context.report(epoch, score):
+                break
+        return {"score": score, "epochs_trained": done, "train_s": 0.5 * done}
