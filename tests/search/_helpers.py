@@ -50,12 +50,36 @@ class SmallSpace(FourGenomeSpace):
     def active(self, params: Mapping[str, Any]):
         return ("width", "outputs", "p5.depth", "activation")
 
+    def suggest(self, trial):
+        _barrier()
+        return super().suggest(trial)
+
     def decode(self, params):
         genome = super().decode({k: params[k] for k in ("width", "outputs")})
         stages = list(genome.stages)
         stages[3] = stages[3].__class__(stages[3].down, stages[3].elan.__class__(
             params["p5.depth"], "all", *(getattr(stages[3].elan, f) for f in ("entry", "chain", "out"))))
         return genome.replace(stages=tuple(stages), activation=params["activation"])
+
+
+_ARRIVED = False
+
+
+def _barrier() -> None:
+    """With $Y7NAS_TEST_BARRIER=DIR:N, each process's first trial waits until N processes have
+    started a trial (so a multi-worker test does not depend on process start-up timing)."""
+    global _ARRIVED
+    spec = os.environ.get("Y7NAS_TEST_BARRIER")
+    if not spec or _ARRIVED:
+        return
+    _ARRIVED = True
+    folder, n = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 300
+    while len(list(Path(folder).iterdir())) < int(n):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"test barrier: fewer than {n} processes arrived in 300 s")
+        time.sleep(0.05)
 
 
 EVALUATIONS: list[str] = []

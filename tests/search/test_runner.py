@@ -126,7 +126,9 @@ def test_ctrl_c_marks_the_trial_failed_and_requeues_its_params(tmp_path, monkeyp
     assert states(load(cfg))["COMPLETE"] == 3
 
 
-def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tmp_path):
+def test_two_workers_share_one_study_without_duplicate_or_lost_trials(tmp_path, monkeypatch):
+    (tmp_path / "barrier").mkdir()
+    monkeypatch.setenv("Y7NAS_TEST_BARRIER", f"{tmp_path / 'barrier'}:2")  # both workers take a trial
     cfg = config(tmp_path, space="small", trials=6, workers=2, threads=2, sampler="random")
     summary = run_search(cfg, SmallSpace())
     study = load(cfg)
