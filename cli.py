@@ -152,8 +152,13 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                 help="Output folder (default RESULTS/scale/BASE)."),
           grid_search: bool = typer.Option(False, "--grid-search", help="Grid-search alpha, beta, gamma at phi=1."),
-          fidelity: str = typer.Option("zero-cost", "--fidelity", help="Grid-search score: zero-cost or proxy."),
-          data: str = typer.Option("synthetic", "--data", help="Data YAML (or 'synthetic') for the zero-cost batch."),
+          fidelity: str = typer.Option("zero-cost", "--fidelity", help="Grid-search score: zero-cost (proxy on one "
+                                       "batch) or proxy (short training; val mAP@0.5:0.95 of each phi=1 member "
+                                       "trained at its own input size)."),
+          data: str = typer.Option("synthetic", "--data", help="Data YAML (or 'synthetic') for the grid-search score "
+                                   "(zero-cost batch, proxy training and validation)."),
+          proxy_epochs: int = typer.Option(5, "--proxy-epochs", help="Epochs per grid point (--fidelity proxy)."),
+          proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per grid point (--fidelity proxy)."),
           grid_step: float = typer.Option(0.05, "--grid-step", help="Grid spacing of alpha, beta, gamma."),
           target_gflops: Optional[str] = typer.Option(None, "--target-gflops", help="Budgets, e.g. 5,10,20."),
           target_latency: Optional[str] = typer.Option(None, "--target-latency", help="Budgets in ms."),
@@ -161,14 +166,15 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           trial: Optional[int] = typer.Option(None, "--trial", help="Trial number (with --study)."),
           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Results root."),
           latency_runs: int = typer.Option(10, "--latency-runs", help="Timed runs per member (0: skip)."),
-          threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-          device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (latency)."),
+          threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (proxy training: default 1)."),
+          device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (latency, proxy training)."),
           ) -> None:
     """Compound-scale one architecture into a depth/width/resolution family of yolov7 YAMLs."""
     from scaling.family import ScaleRequest, phi_label, run_scale
 
     request = ScaleRequest(base=base, phi=phi, alpha=alpha, beta=beta, gamma=gamma, img=img,
                            out_dir=output, grid_search=grid_search, fidelity=fidelity, data=data,
+                           proxy_epochs=proxy_epochs, proxy_subset=proxy_subset,
                            grid_step=grid_step, target_gflops=target_gflops,
                            target_latency=target_latency, study=study, trial=trial,
                            results_dir=results_dir, latency_runs=latency_runs, threads=threads,
@@ -224,8 +230,16 @@ class _SearchProgress:
 
 
 def _print_front(summary) -> None:
-    out.print(f"study {summary.study}: {summary.complete}/{summary.budget} trials complete, {summary.failed} failed; "
-              f"Pareto front of {', '.join(summary.objectives)}: {len(summary.front)} trial(s)", soft_wrap=True)
+    pruned = f" ({summary.pruned} stopped early)" if summary.pruned else ""
+    out.print(f"study {summary.study}: {summary.complete + summary.pruned}/{summary.budget} trials evaluated{pruned}, "
+              f"{summary.failed} failed; Pareto front of {', '.join(summary.objectives)}: {len(summary.front)} trial(s)",
+              soft_wrap=True)
+    if summary.pruning and summary.pruning.get("enabled"):
+        p = summary.pruning
+        out.print(f"pruning: {p['pruned']} of {p['trials']} trials stopped early ({p['pruned_before_training']} "
+                  f"infeasible, not trained), {p['epochs_trained']} of {p['epochs_full']} epochs trained; saved "
+                  f"~{p['saved_s'] / 60:.1f} min of ~{(p['spent_s'] + p['saved_s']) / 60:.1f} "
+                  f"({100 * p['saved_fraction']:.0f}%, estimated)", soft_wrap=True)
     table = Table("trial", *summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives],
                   "genome", title="Pareto front")
     for row in summary.front:
@@ -285,7 +299,7 @@ def spaces() -> None:
 
 @app.command()
 def search(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
-           trials: int = typer.Option(..., "--trials", help="COMPLETE trials the study ends with."),
+           trials: int = typer.Option(..., "--trials", help="Trials the study ends with (COMPLETE, or PRUNED by early stopping)."),
            study: str = typer.Option(..., "--study", help="Study name (also the results folder)."),
            results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Where results/<study>/ go."),
            storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL "
@@ -305,6 +319,13 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
            proxy_epochs: int = typer.Option(5, "--proxy-epochs", help="Epochs per candidate (fidelity proxy)."),
            proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per candidate (fidelity proxy)."),
+           proxy_img: Optional[int] = typer.Option(None, "--proxy-img", help="Training size of the proxy (default --img; "
+                                                   "latency and GFLOPs are always at --img)."),
+           prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop proxy trials early that cheaper-or-equal "
+                                      "peers out-learn, and infeasible ones before training (fidelity proxy)."),
+           prune_eta: int = typer.Option(3, "--prune-eta", help="Pruning: checks at epochs min·eta^k; stop when "
+                                         "ceil(peers/eta) peers beat a trial."),
+           prune_min_epoch: int = typer.Option(1, "--prune-min-epoch", help="Pruning: first epoch checked."),
            threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads, split among workers (default 1 each)."),
            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
            ) -> None:
@@ -316,7 +337,8 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
                            sampler=sampler, workers=workers, seed=seed, img=img, data=data,
                            max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                            results_dir=results_dir, storage=storage, threads=threads, device=device,
-                           proxy_epochs=proxy_epochs, proxy_subset=proxy_subset)
+                           proxy_epochs=proxy_epochs, proxy_subset=proxy_subset, proxy_img=proxy_img,
+                           prune=prune, prune_eta=prune_eta, prune_min_epoch=prune_min_epoch)
         _run_search_cli(cfg)
 
 
@@ -510,10 +532,78 @@ def data_synth_cmd(output: Path = typer.Option(..., "-o", "--output", help="Fold
     out.print(f"{path}  ({n_train} train / {n_val} val images at {img} px)")
 
 
+# ----------------------------------------------------------------------------- finalists
+def _print_finalists(result) -> None:
+    score_label = f"{result.fidelity}\nscore" if result.fidelity != "flops" else "score"
+    objectives = list(result.objectives)
+    extra = [c for c in ("params",) if c not in objectives]
+    labels = {"score": score_label, "latency_ms": "latency\nms", "gflops": "GFLOPs", "params": "params"}
+    settings = result.settings
+    table = Table("trial", *[labels.get(o, o) for o in objectives], *extra, "mAP\n@0.5", "mAP\n@0.5:0.95",
+                  "train\ns", "on mAP\nfront",
+                  title=f"study {result.study}: {len(result.rows)} finalist(s) of a {result.front_size}-trial "
+                        f"front, proxy-trained {settings['epochs']} epoch(s) at {settings['img']} px on "
+                        f"{settings['subset'] or 'all'} images")
+    for row in result.rows:
+        cells = [str(row["number"])]
+        for key in (*objectives, *extra):
+            value = row.get(key)
+            if key == "params" and isinstance(value, (int, float)):
+                cells.append(f"{value / 1e6:.2f}M")
+            elif isinstance(value, float):
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append("" if value is None else str(value))
+        if row["fail_reason"]:
+            cells += ["failed", "failed", "-", "-"]
+        else:
+            cells += [f"{row['map50']:.4f}", f"{row['map50_95']:.4f}", f"{row['train_s']:.1f}",
+                      "yes" if row["on_map_front"] else "no"]
+        table.add_row(*cells)
+    out.print(table)
+    for row in result.rows:
+        if row["fail_reason"]:
+            out.print(f"trial {row['number']} failed: {row['fail_reason']}", markup=False, soft_wrap=True)
+    out.print(f"on mAP front: non-dominated on ({', '.join(result.map_objectives)}) among the finalists",
+              soft_wrap=True)
+    out.print(f"wrote {result.csv_path} (and {result.json_path.name})", soft_wrap=True)
+
+
+def _run_finalists_cli(study: str, results_dir: Path, **options) -> None:
+    from nas.search import train_finalists
+
+    result = train_finalists(study, results_dir, progress=lambda line: err.print(line, markup=False,
+                                                                                 soft_wrap=True), **options)
+    _print_finalists(result)
+
+
+@app.command()
+def finalists(study: str = typer.Option(..., "--study", help="Study name."),
+              results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
+              storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL (default: the "
+                                                    "study's SQLite file under --results-dir)."),
+              top: int = typer.Option(4, "--top", help="Finalists: the whole front if it is this small, "
+                                      "else this many spread along its first objective."),
+              epochs: int = typer.Option(5, "--epochs", help="Proxy-training epochs per finalist."),
+              img: Optional[int] = typer.Option(None, "--img", help="Training size (default: the study's)."),
+              subset: int = typer.Option(256, "--subset", help="Training images per finalist."),
+              data: Optional[str] = typer.Option(None, "--data", help="Data YAML or 'synthetic' "
+                                                 "(default: the study's)."),
+              seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default: the study's)."),
+              threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
+              device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+              ) -> None:
+    """Proxy-train the finalists of a search's Pareto front: mAP next to the search score."""
+    with user_errors():
+        _run_finalists_cli(study, results_dir, storage=storage, top=top, epochs=epochs, img=img,
+                           subset=subset, data=data, seed=seed, threads=threads, device=device)
+
+
 # ----------------------------------------------------------------------------- demo
 @app.command()
 def demo() -> None:
-    """The main job on the embedded defaults: a short zero-cost search over the yolov7-tiny space."""
+    """The main job on the embedded defaults: a zero-cost search over the yolov7-tiny space whose
+    finalists are then proxy-trained."""
     import shutil
 
     from nas.search import SearchConfig
@@ -524,9 +614,11 @@ def demo() -> None:
                            results_dir=Path("results"))
         if cfg.study_dir.exists():
             shutil.rmtree(cfg.study_dir)  # the demo starts a fresh study each time
-        out.print(f"demo: {cfg.trials} trials, space {cfg.space}, fidelity {cfg.fidelity} (score = NASWOT on "
-                  f"synthetic images), objectives {','.join(cfg.objectives)}, img {cfg.img}")
+        out.print(f"demo: a {cfg.trials}-trial search of space {cfg.space} (fidelity {cfg.fidelity}: score = "
+                  f"NASWOT on synthetic images; objectives {','.join(cfg.objectives)}; img {cfg.img}), then "
+                  f"proxy training of up to 4 finalists of its front (5 epochs, 256 images)", soft_wrap=True)
         _run_search_cli(cfg)
+        _run_finalists_cli(cfg.study, cfg.results_dir, top=4, epochs=5, img=cfg.img, subset=256, threads=1)
 
 
 if __name__ == "__main__":

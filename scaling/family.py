@@ -383,6 +383,8 @@ class ScaleRequest:
     grid_search: bool = False
     fidelity: str = "zero-cost"
     data: str = "synthetic"
+    proxy_epochs: int = 5                    # --fidelity proxy: epochs per grid point
+    proxy_subset: int | None = 256           # --fidelity proxy: training images per grid point
     grid_step: float = 0.05
     target_gflops: str | None = None
     target_latency: str | None = None
@@ -421,9 +423,10 @@ def _validate(req: ScaleRequest) -> tuple[Coefficients | None, tuple[float, ...]
         raise ScalingError("give either --phi or a target (--target-gflops/--target-latency)")
     phis = None if targets is not None else parse_phi_list("0,1,2,3" if req.phi is None else req.phi)
     coeffs = None if req.grid_search else Coefficients(req.alpha, req.beta, req.gamma)
-    if req.grid_search:
-        from .grid_search import check_fidelity
+    from .grid_search import check_fidelity, check_proxy_options
 
+    check_proxy_options(req.proxy_epochs, req.proxy_subset)
+    if req.grid_search:
         check_fidelity(req.fidelity)
     Measurer(req.latency_runs, threads=req.threads, device=req.device)  # validates
     from nas.profile import resolve_device
@@ -459,7 +462,9 @@ def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) 
         points = req.grid if req.grid is not None else tuple(coefficient_grid(step=req.grid_step))
         say(f"grid search over {len(points)} coefficient triples ({req.fidelity}) ...")
         grid = grid_search(genome, req.img, out_dir=out_dir, grid=points, fidelity=req.fidelity,
-                           data=req.data, measure=measure, progress=say)
+                           data=req.data, measure=measure, proxy_epochs=req.proxy_epochs,
+                           proxy_subset=req.proxy_subset, threads=req.threads,
+                           device=req.device, progress=say)
         coeffs = grid.best.coeffs
         extra["grid.csv"] = grid_csv(grid).encode()
         say(f"grid search picked {coeffs}")

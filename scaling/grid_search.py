@@ -1,25 +1,34 @@
 """Grid search of the compound coefficients (α, β, γ) at φ = 1 (Tan & Le 2019, §3.3 "step 1").
 
 Every triple of :func:`scaling.grid.coefficient_grid` (α·β²·γ² within 0.1 of 2, all ≥ 1) is
-turned into its φ = 1 member of the base (:func:`scaling.compound.scale_member`) and scored with
-the chosen fidelity:
+turned into its φ = 1 member of the base (:func:`scaling.compound.scale_member`) and scored by
+the chosen fidelity's scorer (:data:`SCORERS`, name → class):
 
-``zero-cost``
+``zero-cost`` (:class:`ZeroCostScorer`)
     :func:`nas.zero_cost.compute_proxies` on one batch of the dataset (``--data``, default the
     synthetic set) letterboxed to the member's own input size. The proxy is
     ``nas.zero_cost.PRIMARY_PROXY`` when that module names one, else ``synflow`` (the module
     names no default today). SynFlow uses only the batch's shape and grows with parameters and
     input size, so among candidates of ≈ equal FLOPs it prefers the ones it predicts best.
-``proxy``
-    short proxy training; refused with a :class:`ScalingError` (``nas.train`` is not wired
-    into this search yet).
+``proxy`` (:class:`ProxyTrainScorer`)
+    short proxy training, :func:`nas.train.proxy_train`: the member is trained from scratch for
+    ``proxy_epochs`` epochs (default 5) on a fixed seeded subset of ``proxy_subset`` training
+    images (default 256) of ``--data`` **at the member's own input size** (the base size times
+    γ, rounded to a multiple of 32), batch 16, 1 torch thread unless ``threads`` is given; the
+    score is the val mAP@0.5:0.95 after the last epoch (mAP@0.5 and the training time are
+    recorded on the trial too). A training failure (``non-finite loss at epoch E``, any
+    :class:`NasError`) fails that grid point only, as a zero-cost failure does.
+
+Both scorers read the dataset when they are made, so a missing or unusable dataset is one error
+before the study file exists.
 
 Storage: an Optuna study ``scale-grid`` in ``<out_dir>/grid_search.db`` (SQLite). Each grid point
 is enqueued with fixed params ``alpha, beta, gamma`` and a ``key`` user attribute; a point whose
 key already has a COMPLETE trial is never evaluated again, so re-running resumes (an interrupted
-RUNNING trial is marked FAIL and its point re-evaluated). The study remembers its settings (base
-genome hash, base size, fidelity, proxy, data, batch, seed) and refuses to mix in results made
-with other settings.
+RUNNING trial is marked FAIL and its point re-evaluated; so is a point that failed). The study
+remembers its settings (base genome hash, base size, fidelity, proxy, data, batch, seed, and with
+``proxy`` also ``proxy_epochs`` and ``proxy_subset``) and refuses to mix in results made with
+other settings.
 
 Choice: the highest score wins. Ties (scores equal to 1e-9 relative) go to the lower GFLOPs, then
 the product α·β²·γ² closer to 2, then the smaller (α, β, γ). GFLOPs (and latency, when measured)
@@ -32,8 +41,9 @@ import contextlib
 import csv
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 from nas.errors import NasError, ScalingError
 from nas.genome import Genome
@@ -41,10 +51,11 @@ from nas.genome import Genome
 from .coefficients import Coefficients
 from .compound import scale_member
 
-__all__ = ["FIDELITIES", "GRID_COLUMNS", "GridPoint", "GridResult", "check_fidelity",
-           "grid_search", "grid_csv", "zero_cost_proxy_name", "best_point", "STORAGE_NAME"]
+__all__ = ["FIDELITIES", "GRID_COLUMNS", "SCORERS", "GridPoint", "GridResult", "ScoreOptions",
+           "ZeroCostScorer", "ProxyTrainScorer", "check_fidelity", "check_proxy_options",
+           "make_scorer", "grid_search", "grid_csv", "zero_cost_proxy_name", "best_point",
+           "STORAGE_NAME"]
 
-FIDELITIES = ("zero-cost", "proxy")
 GRID_COLUMNS = ("alpha", "beta", "gamma", "product", "score", "gflops", "latency_ms")
 STORAGE_NAME = "grid_search.db"
 STUDY_NAME = "scale-grid"
@@ -63,17 +74,8 @@ class GridResult(NamedTuple):
     best: GridPoint
     evaluated: int                  # points evaluated by this call (0 on a complete resume)
     failed: tuple[tuple[Coefficients, str], ...]
-    proxy: str
+    proxy: str                      # what the score is: a zero-cost proxy name, or mAP@0.5:0.95
     storage: Path
-
-
-def check_fidelity(fidelity: str) -> None:
-    """Refuse unknown fidelities, and ``proxy``: short training is not wired into this search."""
-    if fidelity not in FIDELITIES:
-        raise ScalingError(f"unknown fidelity {fidelity!r} (expected one of: {', '.join(FIDELITIES)})")
-    if fidelity == "proxy":
-        raise ScalingError("--fidelity proxy is not wired into the grid search yet "
-                           "(scaling.grid_search); use --fidelity zero-cost")
 
 
 def zero_cost_proxy_name() -> str:
@@ -97,17 +99,56 @@ def best_point(points: Sequence[GridPoint]) -> GridPoint:
                                     (p.coeffs.alpha, p.coeffs.beta, p.coeffs.gamma)))
 
 
-class _ZeroCostScorer:
+# ------------------------------------------------------------------------------ scorers
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What a scorer may use; each scorer reads the fields it needs.
+
+    ``batch`` None is the scorer's own default (8 images for zero-cost, 16 for proxy training).
+    ``proxy_epochs`` / ``proxy_subset`` (None: every training image), ``threads`` (None: 1) and
+    ``device`` are the proxy training's.
+    """
+
+    data: str = "synthetic"
+    batch: int | None = None
+    seed: int = 0
+    proxy_epochs: int = 5
+    proxy_subset: int | None = 256
+    threads: int | None = None
+    device: str = "cpu"
+
+
+def check_proxy_options(epochs, subset) -> None:
+    """One :class:`ScalingError` unless ``epochs`` ≥ 1 and ``subset`` is None or ≥ 1 (integers)."""
+    def bad(value, allow_none: bool) -> bool:
+        if value is None:
+            return not allow_none
+        return isinstance(value, bool) or not isinstance(value, int) or value < 1
+
+    if bad(epochs, False):
+        raise ScalingError(f"--proxy-epochs must be an integer >= 1, got {epochs!r}")
+    if bad(subset, True):
+        raise ScalingError(f"--proxy-subset must be an integer >= 1, got {subset!r}")
+
+
+class ZeroCostScorer:
     """Scores (genome, img) with one zero-cost proxy on a cached image batch per input size."""
 
-    def __init__(self, data: str, batch: int, seed: int):
+    default_batch = 8
+
+    def __init__(self, opts: ScoreOptions):
         from nas.data import load_data_config, scan_split
 
-        self.data, self.batch, self.seed = data, batch, seed
+        self.data, self.seed = opts.data, opts.seed
+        self.batch = self.default_batch if opts.batch is None else opts.batch
         self.proxy = zero_cost_proxy_name()
+        self.description = f"zero-cost proxy {self.proxy} on one batch of {self.batch} images"
+        #: study settings besides the common ones (none: kept as studies made before had them)
+        self.settings: dict = {}
         # Read the data now: a missing or unusable dataset is one error before the study
         # file exists, not a failure repeated at every grid point.
-        self._split = scan_split(load_data_config(data), "val")
+        self._split = scan_split(load_data_config(opts.data), "val")
         self._batches: dict[int, object] = {}
 
     def _images(self, img: int):
@@ -124,6 +165,55 @@ class _ZeroCostScorer:
 
         return compute_proxies(_build(genome), self._images(img), names=(self.proxy,),
                                seed=self.seed)[self.proxy]
+
+
+class ProxyTrainScorer:
+    """Scores (genome, img) by val mAP@0.5:0.95 after :func:`nas.train.proxy_train` at ``img``."""
+
+    default_batch = 16
+    proxy = "mAP@0.5:0.95"
+
+    def __init__(self, opts: ScoreOptions):
+        from nas.train import load_splits
+
+        check_proxy_options(opts.proxy_epochs, opts.proxy_subset)
+        self.seed, self.device = opts.seed, opts.device
+        self.batch = self.default_batch if opts.batch is None else opts.batch
+        self.epochs, self.subset = opts.proxy_epochs, opts.proxy_subset
+        self.threads = 1 if opts.threads is None else opts.threads
+        images = "all" if self.subset is None else str(self.subset)
+        self.description = (f"proxy training, {self.epochs} epoch(s) on {images} training images "
+                            f"at each member's input size, val mAP@0.5:0.95")
+        self.settings = {"proxy_epochs": self.epochs, "proxy_subset": self.subset}
+        # Read and scan the data now (one error before the study file exists); proxy_train
+        # memoises the scanned splits of this config for every grid point after the first.
+        self._data = load_splits(opts.data)[0]
+
+    def __call__(self, genome: Genome, img: int) -> dict[str, float]:
+        from nas.train import proxy_train
+
+        result = proxy_train(genome, self._data, epochs=self.epochs, img=img, batch=self.batch,
+                             subset=self.subset, seed=self.seed, threads=self.threads,
+                             device=self.device)
+        return {"score": float(result.map50_95), "map50": float(result.map50),
+                "train_s": round(float(result.seconds), 3)}
+
+
+#: fidelity name → scorer class (``cls(ScoreOptions)`` → callable (genome, img) → score)
+SCORERS: dict[str, type] = {"zero-cost": ZeroCostScorer, "proxy": ProxyTrainScorer}
+FIDELITIES = tuple(SCORERS)
+
+
+def check_fidelity(fidelity: str) -> None:
+    """Refuse fidelities with no scorer in :data:`SCORERS`."""
+    if fidelity not in SCORERS:
+        raise ScalingError(f"unknown fidelity {fidelity!r} (expected one of: {', '.join(SCORERS)})")
+
+
+def make_scorer(fidelity: str, opts: ScoreOptions):
+    """The scorer of ``fidelity`` (reads the dataset now; one :class:`NasError` if unusable)."""
+    check_fidelity(fidelity)
+    return SCORERS[fidelity](opts)
 
 
 @contextlib.contextmanager
@@ -151,21 +241,39 @@ def _open_study(optuna, path: Path, settings: dict):
     if stored is None:
         study.set_user_attr("settings", settings)
     elif stored != settings:
-        diff = next(k for k in settings if stored.get(k) != settings[k])
+        keys = [*settings, *(k for k in stored if k not in settings)]
+        diff = next(k for k in keys if stored.get(k) != settings.get(k))
         raise ScalingError(f"{path}: this grid study was made with {diff}={stored.get(diff)!r}, "
-                           f"not {settings[diff]!r}; use another -o folder or delete the file")
+                           f"not {settings.get(diff)!r}; use another -o folder or delete the file")
     return study
+
+
+def _split_score(value) -> tuple[float, dict]:
+    """(score, extra values to record) from a scorer's float or ``{"score": ..., ...}``."""
+    if isinstance(value, Mapping):
+        extras = {k: v for k, v in value.items() if k != "score"}
+        value = value["score"]
+    else:
+        extras = {}
+    score = float(value)
+    if not math.isfinite(score):
+        raise NasError(f"score {score} is not finite")
+    return score, extras
 
 
 def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
                 grid: Sequence[Coefficients], fidelity: str = "zero-cost",
-                data: str = "synthetic", measure=None, batch: int = 8, seed: int = 0,
-                scorer: Callable[[Genome, int], float] | None = None,
+                data: str = "synthetic", measure=None, batch: int | None = None, seed: int = 0,
+                proxy_epochs: int = 5, proxy_subset: int | None = 256,
+                threads: int | None = None, device: str = "cpu",
+                scorer: Callable[[Genome, int], float | Mapping[str, float]] | None = None,
                 progress: Callable[[str], None] | None = None) -> GridResult:
     """Evaluate each grid point at φ = 1 (resumable, see the module docstring) and pick the best.
 
-    ``measure`` is a :class:`scaling.family.Measurer` (GFLOPs and latency per point); ``scorer``
-    replaces the fidelity's scorer (a test hook). Creates ``out_dir`` for the study file.
+    ``measure`` is a :class:`scaling.family.Measurer` (GFLOPs and latency per point). ``batch``
+    (None: the scorer's default), ``proxy_epochs``, ``proxy_subset``, ``threads`` and ``device``
+    go to the fidelity's scorer (:class:`ScoreOptions`); ``scorer`` replaces it (a test hook).
+    Creates ``out_dir`` for the study file.
     """
     from .family import Measurer
 
@@ -175,12 +283,13 @@ def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
     measure = measure or Measurer(latency_runs=0)
     say = progress or (lambda _msg: None)
     if scorer is None:
-        scorer = _ZeroCostScorer(data, batch, seed)
-        proxy = scorer.proxy
-    else:
-        proxy = getattr(scorer, "proxy", "custom")
+        scorer = make_scorer(fidelity, ScoreOptions(
+            data=data, batch=batch, seed=seed, proxy_epochs=proxy_epochs,
+            proxy_subset=proxy_subset, threads=threads, device=device))
+    proxy = getattr(scorer, "proxy", "custom")
     settings = {"base": genome.genome_hash(), "img": base_img, "fidelity": fidelity,
-                "proxy": proxy, "data": str(data), "batch": batch, "seed": seed}
+                "proxy": proxy, "data": str(data), "batch": getattr(scorer, "batch", batch),
+                "seed": seed, **getattr(scorer, "settings", {})}
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +309,8 @@ def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
         dists = {k: FloatDistribution(1.0, 1000.0) for k in ("alpha", "beta", "gamma")}
         evaluated, failed = 0, []
         todo = [c for c in grid if _key(c) not in done]
+        if todo and getattr(scorer, "description", None):
+            say(f"  score: {scorer.description}")
         for i, c in enumerate(todo, start=1):
             key = _key(c)
             study.enqueue_trial({"alpha": c.alpha, "beta": c.beta, "gamma": c.gamma},
@@ -208,9 +319,7 @@ def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
             try:
                 member, img = scale_member(genome, c, 1.0, base_img)
                 m = measure(member, img)
-                score = float(scorer(member, img))
-                if not math.isfinite(score):
-                    raise NasError(f"score {score} is not finite")
+                score, extras = _split_score(scorer(member, img))
             except NasError as exc:
                 trial.set_user_attr("error", str(exc))
                 study.tell(trial, state=TrialState.FAIL)
@@ -224,6 +333,8 @@ def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
             trial.set_user_attr("latency_ms", m.latency_ms)
             trial.set_user_attr("img", img)
             trial.set_user_attr("product", c.product)
+            for name, value in extras.items():
+                trial.set_user_attr(name, value)
             study.tell(trial, score)
             evaluated += 1
             say(f"  [{i}/{len(todo)}] {c}: {proxy} {score:.4g}, {m.gflops:.3g} GFLOPs at {img} px")

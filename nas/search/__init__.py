@@ -16,6 +16,7 @@ from nas.search._config import (DEFAULT_OBJECTIVES, OBJECTIVES, SAMPLERS, Object
                                 constraint_values, make_sampler, parse_objectives, population_size)
 from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
                                   ZeroCostFidelity, get_fidelity, register_fidelity)
+from nas.search._finalists import FinalistsResult, spread_indices, train_finalists
 from nas.search._pareto import dominates, hypervolume_2d, pareto_front
 from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
 from nas.search._results import pareto_rows, records, write_results
@@ -25,11 +26,12 @@ from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSumma
 from nas.search._storage import StudyStorage, open_storage
 
 __all__ = [
-    "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FlopsFidelity",
+    "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FinalistsResult", "FlopsFidelity",
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
     "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",
     "ZeroCostFidelity", "constraint_values", "dominates", "draw_pareto", "export_trial", "get_fidelity",
     "hypervolume_2d", "load_study_config", "make_sampler", "open_storage", "open_study", "pareto_front",
     "pareto_plot_data", "pareto_rows", "parse_objectives", "population_size", "progress_update",
-    "records", "register_fidelity", "run_search", "run_worker", "write_results", "write_study_results",
+    "records", "register_fidelity", "run_search", "run_worker", "spread_indices", "train_finalists",
+    "write_results", "write_study_results",
 ]

@@ -175,7 +175,13 @@ def test_cli_writes_the_family(tmp_path):
     (["--grid-search", "--data", "no-such-data.yaml"], "no-such-data.yaml: data YAML not found"),
     (["--threads", "0"], "threads must be a positive integer"),
     (["--img", "100"], "multiple"),
-    (["--grid-search", "--fidelity", "proxy"], "proxy"),
+    (["--grid-search", "--fidelity", "nope"], "unknown fidelity 'nope'"),
+    (["--grid-search", "--fidelity", "proxy", "--proxy-epochs", "0"],
+     "--proxy-epochs must be an integer >= 1, got 0"),
+    (["--grid-search", "--fidelity", "proxy", "--proxy-subset", "0"],
+     "--proxy-subset must be an integer >= 1, got 0"),
+    (["--grid-search", "--fidelity", "proxy", "--data", "no-such-data.yaml"],
+     "no-such-data.yaml: data YAML not found"),
     (["--target-gflops", "5", "--phi", "1"], "either"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

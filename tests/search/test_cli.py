@@ -91,6 +91,19 @@ def test_zero_cost_search_records_every_proxy(tmp_path, tiny_data):
         assert float(r["synflow"]) and float(r["zen"]) and float(r["latency_ms"]) > 0 and int(r["params"]) > 0
 
 
+def test_proxy_search_reports_pruned_trials_and_time_saved(tmp_path, tiny_data):
+    # a GFLOPs limit no candidate meets: every trial is stopped before training (PRUNED, epoch 0)
+    result = run("search", "--space", "yolov7-tiny", "--trials", 2, "--study", "px", "--img", 64, "--data", tiny_data,
+                 "--results-dir", tmp_path, "--fidelity", "proxy", "--objectives", "score,gflops",
+                 "--max-gflops", 0.0001, "--proxy-epochs", 2, "--proxy-subset", 8)
+    assert result.exit_code == 0, result.output
+    assert "2/2 trials evaluated (2 stopped early)" in result.output
+    assert "pruning: 2 of 2 trials stopped early (2 infeasible, not trained), 0 of 4 epochs trained" in result.output
+    trials = rows(tmp_path / "px" / "trials.csv")
+    assert [(r["state"], r["pruned_at"]) for r in trials] == [("PRUNED", "0")] * 2
+    assert all("infeasible (gflops" in r["pruned_reason"] and r["score"] == "" for r in trials)
+
+
 @pytest.mark.parametrize("args,message", [
     (("--space", "nope"), "unknown search space 'nope' (known: yolov7-tiny, yolov7)"),
     (("--objectives", "score,speed"), "unknown objective 'speed' (valid: score, params, gflops, latency_ms)"),
@@ -102,6 +115,9 @@ def test_zero_cost_search_records_every_proxy(tmp_path, tiny_data):
     (("--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/x"), "cannot open storage postgresql+psycopg://u:***@"),
     (("--fidelity", "proxy", "--proxy-epochs", "0"), "--proxy-epochs must be >= 1, got 0"),
     (("--fidelity", "proxy", "--proxy-subset", "0"), "--proxy-subset must be >= 1, got 0"),
+    (("--fidelity", "proxy", "--proxy-img", "100"), "--proxy-img must be a positive multiple of 32 (the largest stride), got 100"),
+    (("--fidelity", "proxy", "--prune-eta", "1"), "--prune-eta must be >= 2, got 1"),
+    (("--fidelity", "proxy", "--prune-min-epoch", "0"), "--prune-min-epoch must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, message):
     base = {"--space": "yolov7-tiny", "--trials": "2", "--study": "bad", "--results-dir": str(tmp_path),

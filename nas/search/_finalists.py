@@ -1,0 +1,180 @@
+"""Finalists: proxy-train a few architectures of a finished search's Pareto front.
+
+A zero-cost search screens hundreds of architectures cheaply, but its score (NASWOT) only
+correlates loosely with what a detector learns. This stage confirms the screen: it takes the
+study's Pareto front exactly as ``pareto.csv`` lists it, picks up to ``top`` finalists spread
+evenly along the front's first objective (both ends always included), trains each briefly with
+:func:`nas.train.proxy_train` and reports its validation mAP. Finally it marks the finalists
+that stay non-dominated when the search score is replaced by mAP@0.5:0.95 (same cost
+objectives).
+
+Written to ``<results_dir>/<study>/``: ``finalists.csv`` (one row per finalist) and
+``finalists.json`` (the settings used plus the same rows).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from nas.errors import NasError, SearchError
+from nas.search._config import OBJECTIVES
+from nas.search._pareto import pareto_front
+
+#: the objective that replaces the search score in the finalists' front
+MAP_OBJECTIVE = "map50_95"
+
+
+@dataclass(frozen=True)
+class FinalistsResult:
+    """Outcome of :func:`train_finalists`.
+
+    ``rows`` are in front order (best first objective first); each has ``number``,
+    ``genome_hash``, the study's objectives, ``params``, ``gflops``, ``map50``, ``map50_95``,
+    ``train_s`` (None for a finalist whose training failed), ``on_map_front`` and
+    ``fail_reason`` ('' when it trained). ``map_objectives`` are the objectives of that front:
+    ``map50_95`` followed by the study's cost objectives.
+    """
+
+    study: str
+    fidelity: str
+    objectives: tuple[str, ...]
+    map_objectives: tuple[str, ...]
+    front_size: int
+    settings: Mapping[str, Any]
+    rows: tuple[Mapping[str, Any], ...]
+    csv_path: Path
+    json_path: Path
+
+
+def spread_indices(values: Sequence[float], top: int) -> list[int]:
+    """Indices of up to ``top`` items spread evenly over the range of ``values``.
+
+    ``values`` are the front's first objective in front order (sorted, best first). All indices
+    when there are at most ``top`` values. Otherwise both ends (first and last index) and, for
+    each of the ``top - 2`` evenly spaced interior targets between the two end values, the
+    nearest index not yet chosen (ties: the earlier index). Returned sorted.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    n = len(values)
+    if n <= top:
+        return list(range(n))
+    if top == 1:
+        return [0]
+    chosen = [0, n - 1]
+    lo, hi = values[0], values[-1]
+    for k in range(1, top - 1):
+        target = lo + (hi - lo) * k / (top - 1)
+        free = [i for i in range(n) if i not in chosen]
+        chosen.append(min(free, key=lambda i: (abs(values[i] - target), i)))
+    return sorted(chosen)
+
+
+def _check(top: int, epochs: int, img: int | None, subset: int | None, threads: int | None) -> None:
+    if top < 1:
+        raise SearchError(f"--top must be >= 1, got {top}")
+    if epochs < 1:
+        raise SearchError(f"--epochs must be >= 1, got {epochs}")
+    if img is not None and (img < 32 or img % 32):
+        raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {img}")
+    if subset is not None and subset < 1:
+        raise SearchError(f"--subset must be >= 1, got {subset}")
+    if threads is not None and threads < 1:
+        raise SearchError(f"--threads must be >= 1, got {threads}")
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def train_finalists(study: str, results_dir: Path, storage: str | None = None, top: int = 4,
+                    epochs: int = 5, img: int | None = None, subset: int | None = 256,
+                    data: str | None = None, threads: int | None = 1, seed: int | None = None,
+                    device: str = "cpu", progress: Callable[[str], None] | None = None
+                    ) -> FinalistsResult:
+    """Proxy-train up to ``top`` finalists of ``study``'s Pareto front; write finalists.csv/.json.
+
+    ``img`` (default: the study's training size, ``proxy_img`` or ``img``), ``data`` and ``seed``
+    default to the study's. The recipe is the proxy's, except that each finalist is validated
+    once, after its last epoch: only the final mAP is used, and validating every epoch adds about
+    a third to the time of a small model. ``progress(line)`` receives one line when each
+    finalist starts and one when it ends. A :class:`NasError` while training one finalist is
+    recorded as its ``fail_reason`` and the others go on.
+
+    Raises:
+        SearchError: bad settings, an unknown study, or a study without a COMPLETE feasible
+            trial (nothing to train).
+    """
+    from nas.search._results import csv_text, genome_of, pareto_rows, records, write_atomically
+    from nas.search._runner import open_results_study
+    from nas.train import proxy_train
+
+    _check(top, epochs, img, subset, threads)
+    cfg, s, stored = open_results_study(study, Path(results_dir), storage)
+    objectives = tuple(stored.get("objectives", cfg.objectives))
+    trials = s.get_trials(deepcopy=False)
+    front = pareto_rows(records(trials), objectives)
+    if not front:
+        raise SearchError(f"study {study!r} has no COMPLETE feasible trial yet: nothing to train "
+                          f"(run or finish the search first)")
+    picks = [front[i] for i in spread_indices([r[objectives[0]] for r in front], top)]
+    train_img = img or stored.get("proxy_img") or cfg.img  # a proxy study's own training size
+    settings = {"top": top, "epochs": epochs, "img": train_img, "subset": subset,
+                "data": data or cfg.data, "seed": cfg.seed if seed is None else seed,
+                "threads": threads, "device": device}
+    by_number = {t.number: t for t in trials}
+    say = progress or (lambda line: None)
+    rows: list[dict[str, Any]] = []
+    for k, pick in enumerate(picks, 1):
+        head = f"finalist {k}/{len(picks)}: trial {pick['number']}"
+        shown = ", ".join(f"{o} {_fmt(pick[o])}" for o in objectives)
+        say(f"{head} ({shown}): proxy training {epochs} epoch(s) at {settings['img']} px on "
+            f"{subset or 'all'} images")
+        row: dict[str, Any] = {"number": pick["number"], "genome_hash": pick.get("genome_hash", "")}
+        for key in (*objectives, "params", "gflops"):
+            row[key] = pick.get(key)
+        row.update(map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="")
+        try:
+            genome = genome_of(by_number[pick["number"]])
+            result = proxy_train(genome, settings["data"], epochs=epochs, img=settings["img"],
+                                 subset=subset, seed=settings["seed"], threads=threads, device=device,
+                                 val_interval=epochs)  # only the final mAP is used: validate once
+        except NasError as exc:
+            row["fail_reason"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            say(f"{head} failed: {row['fail_reason']}")
+        else:
+            row.update(map50=float(result.map50), map50_95=float(result.map50_95),
+                       train_s=round(float(result.seconds), 3))
+            say(f"{head} done: mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f} "
+                f"({row['train_s']:.1f} s)")
+        rows.append(row)
+
+    map_objectives = (MAP_OBJECTIVE, *[o for o in objectives if o != "score"])
+    trained = [r for r in rows if all(_finite(r.get(o)) for o in map_objectives)]
+    directions = ["maximize", *[OBJECTIVES[o].direction for o in map_objectives[1:]]]
+    for i in pareto_front([[r[o] for o in map_objectives] for r in trained], directions):
+        trained[i]["on_map_front"] = True
+
+    out_dir = cfg.study_dir
+    header = ["number", "genome_hash", *objectives, *[c for c in ("params", "gflops") if c not in objectives],
+              "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+    csv_path, json_path = out_dir / "finalists.csv", out_dir / "finalists.json"
+    write_atomically(csv_path, csv_text([{k: ("" if v is None else v) for k, v in r.items()} for r in rows],
+                                        header))
+    payload = {"study": study, "fidelity": cfg.fidelity, "objectives": list(objectives),
+               "map_objectives": list(map_objectives), "front_size": len(front),
+               "settings": settings, "rows": rows}
+    write_atomically(json_path, json.dumps(payload, indent=2) + "\n")
+    return FinalistsResult(study=study, fidelity=cfg.fidelity, objectives=objectives,
+                           map_objectives=map_objectives, front_size=len(front), settings=settings,
+                           rows=tuple(rows), csv_path=csv_path, json_path=json_path)
+
+
+__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "spread_indices", "train_finalists"]
