@@ -14,8 +14,10 @@ Peers
     point being (score after that many epochs, exact costs). Duplicates and infeasible trials
     are left out.
 Rule
-    A peer *beats* the trial when its partial score is higher by more than ``margin`` and none of
-    its cost objectives is worse (no more params, GFLOPs, latency). With ``n >= min_peers`` peers
+    A peer *beats* the trial when its partial score is higher by more than the tie margin
+    (``margin + rel_margin · score``: 0.0005 + 10 % by default, about the epoch-to-epoch jitter
+    of a short proxy training's mAP) and none of its cost objectives is worse (no more params,
+    GFLOPs, latency). With ``n >= min_peers`` peers
     at the rung, the trial stops when at least ``ceil(n / eta)`` of them beat it: a trial that
     that many cheaper-or-equal architectures out-learn is unlikely to reach the Pareto front.
     Costs alone never stop a trial (a peer must learn more), and a trial on the partial front is
@@ -48,7 +50,8 @@ class PruningRule:
     eta: int = 3
     min_epoch: int = 1
     min_peers: int = 4
-    margin: float = 0.002
+    margin: float = 0.0005
+    rel_margin: float = 0.1
     stop_infeasible: bool = True
 
     def __post_init__(self) -> None:
@@ -58,8 +61,8 @@ class PruningRule:
             raise SearchError(f"--prune-min-epoch must be >= 1, got {self.min_epoch}")
         if self.min_peers < 1:
             raise SearchError(f"pruning needs min_peers >= 1, got {self.min_peers}")
-        if not self.margin >= 0:
-            raise SearchError(f"pruning margin must be >= 0, got {self.margin}")
+        if not (self.margin >= 0 and self.rel_margin >= 0):
+            raise SearchError(f"pruning margins must be >= 0, got {self.margin} and {self.rel_margin}")
 
     def rungs(self, epochs: int) -> tuple[int, ...]:
         """Epochs at which a trial is checked: ``min_epoch · eta^k < epochs``."""
@@ -89,9 +92,9 @@ class Decision(NamedTuple):
                 f"cost (stop at {self.needed})")
 
 
-def beats(peer: Point, trial: Point, cost_names: Sequence[str], margin: float) -> bool:
-    """``peer`` scores more than ``margin`` higher with no cost objective worse."""
-    return (peer.score > trial.score + margin
+def beats(peer: Point, trial: Point, cost_names: Sequence[str], margin: float, rel_margin: float = 0.0) -> bool:
+    """``peer`` scores more than ``margin + rel_margin·|trial score|`` higher, no cost objective worse."""
+    return (peer.score > trial.score + margin + rel_margin * abs(trial.score)
             and all(peer.costs[c] <= trial.costs[c] for c in cost_names))
 
 
@@ -100,7 +103,7 @@ def decide(trial: Point, peers: Sequence[Point], cost_names: Sequence[str], rule
     n = len(peers)
     if n < rule.min_peers:
         return Decision(True, 0, n, 0)
-    beaten_by = sum(beats(p, trial, cost_names, rule.margin) for p in peers)
+    beaten_by = sum(beats(p, trial, cost_names, rule.margin, rule.rel_margin) for p in peers)
     needed = math.ceil(n / rule.eta)
     return Decision(beaten_by < needed, beaten_by, n, needed)
 

@@ -36,11 +36,13 @@ def test_a_peer_beats_only_by_learning_more_at_no_higher_cost():
     assert not beats(Point(0.20, {"latency_ms": 5.1, "params": 50}), me, names, 0.002)   # slower
     assert not beats(Point(0.101, {"latency_ms": 1.0, "params": 1}), me, names, 0.002)   # within the margin
     assert not beats(Point(0.10, {"latency_ms": 1.0, "params": 1}), me, names, 0.0)      # cheaper alone never
+    assert not beats(Point(0.1105, {"latency_ms": 5.0, "params": 100}), me, names, 0.0005, 0.1)  # < 0.1106
+    assert beats(Point(0.1107, {"latency_ms": 5.0, "params": 100}), me, names, 0.0005, 0.1)
     assert beats(Point(0.5, {"latency_ms": 9.0, "params": 100}), me, ("params",), 0.0)  # objectives only
 
 
 def test_decide_counts_beating_peers_against_ceil_n_over_eta():
-    rule = PruningRule(eta=3, min_epoch=1, min_peers=4, margin=0.0)
+    rule = PruningRule(eta=3, min_epoch=1, min_peers=4, margin=0.0, rel_margin=0.0)
     me = Point(0.1, {"gflops": 2.0})
     better_cheaper = [Point(0.3, {"gflops": 1.0})] * 2
     other = [Point(0.05, {"gflops": 1.0}), Point(0.9, {"gflops": 9.0}), Point(0.2, {"gflops": 3.0})]
@@ -91,7 +93,7 @@ def _beaten(trial, epoch, peers, names, margin):
     """Independent re-count of the rule from the stored attributes (hand-written, no nas code)."""
     mine, costs = trial.user_attrs["intermediate"][str(epoch)], trial.user_attrs["costs"]
     at = [p for p in peers if str(epoch) in p.user_attrs.get("intermediate", {})]
-    wins = [p for p in at if p.user_attrs["intermediate"][str(epoch)] > mine + margin
+    wins = [p for p in at if p.user_attrs["intermediate"][str(epoch)] > mine * 1.1 + margin
             and all(p.user_attrs["costs"][n] <= costs[n] for n in names)]
     return len(wins), len(at)
 
@@ -114,12 +116,12 @@ def test_search_prunes_trials_that_cheaper_peers_out_learn(tmp_path):
         if t.state.name == "PRUNED":
             epoch = t.user_attrs["pruned"]["epoch"]
             assert epoch in rungs and max(map(int, history)) == epoch == t.user_attrs["metrics"]["epochs_trained"]
-            won, n = _beaten(t, epoch, earlier, ("params",), 0.002)
+            won, n = _beaten(t, epoch, earlier, ("params",), 0.0005)
             assert n >= 4 and won >= math.ceil(n / 3), (t.number, won, n)
         else:
             assert sorted(map(int, history)) == list(range(1, 10))
             for epoch in rungs:
-                won, n = _beaten(t, epoch, earlier, ("params",), 0.002)
+                won, n = _beaten(t, epoch, earlier, ("params",), 0.0005)
                 assert n < 4 or won < math.ceil(n / 3), (t.number, epoch, won, n)
     front = {r["number"] for r in summary.front}
     assert front and all(trials[n].state.name == "COMPLETE" for n in front)
