@@ -123,7 +123,14 @@ class Evaluator:
         from nas.fuse import fuse
         from nas.profile import measure_latency, profile_model
 
-        model = build_model(parse_cfg(expand(genome), source=f"genome {genome.genome_hash()}"))
+        import torch
+
+        # the initial weights are part of the measurement (zero-cost proxies read them, proxy
+        # training starts from them): seed them, so a trial's metrics do not depend on what
+        # this process ran before (resume, several workers, pruned neighbours)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            model = build_model(parse_cfg(expand(genome), source=f"genome {genome.genome_hash()}"))
         deploy = fuse(model).eval()
         prof = profile_model(deploy, self.cfg.img)
         metrics: dict[str, float] = {"params": int(prof.params), "gflops": round(prof.gflops, 6)}

@@ -164,3 +164,14 @@ class EpochsFidelity(Fidelity):
             if context.report(epoch, score):
                 break
         return {"score": score, "epochs_trained": done, "train_s": 0.5 * done}
+
+
+@register_fidelity
+class WeightsFidelity(Fidelity):
+    """Score = the sum of the initial weights (shows whether a trial's initialisation is seeded)."""
+
+    name = "test-weights"
+    scores = True
+
+    def evaluate(self, genome, model, context):
+        return {"score": float(sum(p.detach().double().sum() for p in model.parameters()))}
