@@ -8,10 +8,16 @@ time, epochs trained and Pareto front (score = proxy mAP@0.5:0.95 vs GFLOPs), th
 
 * time ratio pruned / baseline,
 * front recall: the share of the baseline's front that the pruned run also completed,
-* hypervolume ratio of the two fronts (objectives normalised over both runs, reference 1.1).
+* hypervolume ratio of the two fronts (objectives normalised over both runs, reference 1.1),
+* a replay of the baseline's per-epoch scores under variants of the rule (no training: the
+  scores a trial reaches are the same whether or not it is later stopped), showing the
+  trade-off between epochs saved and front members lost.
+
+``--max-gflops G`` adds a constraint to both runs: the baseline trains infeasible candidates
+(as a search without pruning does), the pruned run skips them.
 
 Run: ``.venv/bin/python benchmarks/pruning_savings.py [--trials 16] [--epochs 5] [--img 128]
-[--subset 256] [--space yolov7-tiny] [--seed 0] [--threads 1]``
+[--subset 256] [--space yolov7-tiny] [--seed 0] [--threads 1] [--max-gflops G]``
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from pathlib import Path
 from nas.data import load_data_config
 from nas.presets import PRESETS
 from nas.search import SearchConfig, hypervolume_2d, run_search
+from nas.search._pruning import PruningRule
 from nas.train import proxy_train
 from search_spaces import get_space
 
@@ -36,13 +43,45 @@ def run(args, prune: bool, root: Path):
     cfg = SearchConfig(study="prune" if prune else "baseline", space=args.space, trials=args.trials,
                        objectives=OBJECTIVES, fidelity="proxy", sampler="random", seed=args.seed,
                        img=args.img, data=args.data, proxy_epochs=args.epochs, proxy_subset=args.subset,
-                       threads=args.threads, results_dir=root, reference_presets=(), prune=prune)
+                       threads=args.threads, results_dir=root, reference_presets=(), prune=prune,
+                       max_gflops=args.max_gflops)
     t0 = time.perf_counter()
     summary = run_search(cfg, get_space(args.space, nc=nc),
                          progress=lambda u: u.last and print(f"  [{u.done}/{u.total}] {u.last}", flush=True))
     seconds = time.perf_counter() - t0
     pruning = json.loads((cfg.study_dir / "pruning.json").read_text())
-    return summary, seconds, pruning
+    return summary, seconds, pruning, cfg
+
+
+def replay(cfg, rule, limits):
+    """Epochs trained and final front when ``rule`` is applied to the baseline's histories
+    (trials in number order, one worker, as in the real run)."""
+    import optuna
+
+    from nas.search._pareto import pareto_front
+    from nas.search._pruning import Point, decide, violations
+
+    trials = [t for t in optuna.load_study(study_name=cfg.study, storage=cfg.storage_url).trials
+              if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+    trials.sort(key=lambda t: t.number)
+    history = [{int(k): v for k, v in t.user_attrs["intermediate"].items()} for t in trials]
+    costs = [t.user_attrs["costs"] for t in trials]
+    feasible = [not violations(c, limits) for c in costs]
+    stop = {}
+    for i in range(len(trials)):
+        if not feasible[i]:
+            stop[i] = 0
+            continue
+        for rung in rule.rungs(cfg.proxy_epochs):
+            peers = [Point(history[j][rung], costs[j]) for j in range(i)
+                     if feasible[j] and stop.get(j, cfg.proxy_epochs) >= rung]
+            if not decide(Point(history[i][rung], costs[i]), peers, ("gflops",), rule).keep:
+                stop[i] = rung
+                break
+    done = [i for i in range(len(trials)) if i not in stop and feasible[i]]
+    front = {trials[done[k]].number for k in pareto_front(
+        [[history[i][cfg.proxy_epochs], costs[i]["gflops"]] for i in done], DIRECTIONS)}
+    return sum(stop.get(i, cfg.proxy_epochs) for i in range(len(trials))), front
 
 
 def normalised_hv(front, bounds):
@@ -61,6 +100,7 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-gflops", type=float, default=None, help="constraint for both runs")
     args = p.parse_args()
     # fill the in-process caches (scanned splits, letterboxed images) so neither run pays for them
     data = load_data_config(args.data)
@@ -69,9 +109,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         print(f"baseline (--no-prune): {args.trials} trials, proxy {args.epochs} epochs x {args.subset} images "
               f"at {args.img} px, {args.threads} thread(s)", flush=True)
-        base, base_s, base_p = run(args, False, Path(tmp))
+        base, base_s, base_p, base_cfg = run(args, False, Path(tmp))
         print("pruned (default rule)", flush=True)
-        pruned, pruned_s, pruned_p = run(args, True, Path(tmp))
+        pruned, pruned_s, pruned_p, _ = run(args, True, Path(tmp))
+        variants = {
+            "default (eta 3, margin 0.0005 + 10%)": PruningRule(),
+            "no tie margin": PruningRule(margin=0.0, rel_margin=0.0),
+            "eta 2": PruningRule(eta=2),
+            "first check at epoch 2": PruningRule(min_epoch=2),
+        }
+        replays = {name: replay(base_cfg, rule, base_cfg.constraints) for name, rule in variants.items()}
     rows = [*base.front, *pruned.front]
     bounds = [(min(r[o] for r in rows), max(r[o] for r in rows)) for o in OBJECTIVES]
     hv_base, hv_pruned = normalised_hv(base.front, bounds), normalised_hv(pruned.front, bounds)
@@ -85,6 +132,11 @@ def main() -> None:
           f"{100 * pruned_p['saved_fraction']:.0f}%")
     print(f"front recall {recall:.2f} ({sum(r['genome_hash'] in kept for r in base.front)} of {len(base.front)}); "
           f"hypervolume ratio {hv_pruned / hv_base:.3f}")
+    base_front = {r["number"] for r in base.front}
+    print("\nreplay of the baseline's per-epoch scores (epochs trained / baseline's, front members kept):")
+    for name, (epochs, front) in replays.items():
+        print(f"  {name:38s} epochs {epochs / max(base_p['epochs_trained'], 1):.2f}  "
+              f"front {len(front & base_front)}/{len(base_front)}")
 
 
 if __name__ == "__main__":
