@@ -117,6 +117,7 @@ def main() -> None:
             "no tie margin": PruningRule(margin=0.0, rel_margin=0.0),
             "eta 2": PruningRule(eta=2),
             "first check at epoch 2": PruningRule(min_epoch=2),
+            "one beating peer is enough (eta 1000)": PruningRule(eta=1000),
         }
         replays = {name: replay(base_cfg, rule, base_cfg.constraints) for name, rule in variants.items()}
     rows = [*base.front, *pruned.front]
