@@ -159,12 +159,18 @@ class ZeroCostScorer:
         return self._batches[img]
 
     def __call__(self, genome: Genome, img: int) -> float:
+        import torch
+
         from nas.zero_cost import compute_proxies
 
         from .family import _build
 
-        return compute_proxies(_build(genome), self._images(img), names=(self.proxy,),
-                               seed=self.seed)[self.proxy]
+        # the proxy reads the initial weights: seed them, so a point's score does not depend on
+        # what this process built before (resume, order of the grid)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = _build(genome)
+        return compute_proxies(model, self._images(img), names=(self.proxy,), seed=self.seed)[self.proxy]
 
 
 class ProxyTrainScorer:

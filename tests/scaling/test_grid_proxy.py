@@ -145,3 +145,18 @@ def test_cli_bad_proxy_epochs_is_one_error_line(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines == ["error: --proxy-epochs must be an integer >= 1, got 0"]
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_zero_cost_score_does_not_depend_on_the_global_rng(data):
+    """SynFlow reads the initial weights: they are seeded per point, so the order of the grid or
+    a resume cannot change a score."""
+    from scaling.grid_search import ScoreOptions, make_scorer
+
+    scorer = make_scorer("zero-cost", ScoreOptions(data=data, seed=0))
+    member, img = scale_member(BASE, GRID[0], 1, BASE_IMG)
+    scores = []
+    for history in (0, 1):
+        torch.manual_seed(history)
+        scores.append(scorer(member, img))
+    assert scores[0] == scores[1] and scores[0] > 0
+    assert make_scorer("zero-cost", ScoreOptions(data=data, seed=5))(member, img) != scores[0]
