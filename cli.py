@@ -256,7 +256,8 @@ def _print_front(summary) -> None:
         table.add_row(*cells)
     out.print(table)
     if summary.results_dir is not None:
-        out.print(f"results: {summary.results_dir}/ (trials.csv, pareto.csv, pareto.png, models/)", soft_wrap=True)
+        files = "trials.csv, pareto.csv, pareto.png, models/" + (", pruning.json" if summary.pruning else "")
+        out.print(f"results: {summary.results_dir}/ ({files})", soft_wrap=True)
 
 
 def _run_search_cli(cfg) -> None:
