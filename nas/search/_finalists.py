@@ -14,7 +14,6 @@ Written to ``<results_dir>/<study>/``: ``finalists.csv`` (one row per finalist) 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -86,10 +85,6 @@ def _check(top: int, epochs: int, img: int | None, subset: int | None, threads: 
         raise SearchError(f"--threads must be >= 1, got {threads}")
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -112,7 +107,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         SearchError: bad settings, an unknown study, or a study without a COMPLETE feasible
             trial (nothing to train).
     """
-    from nas.search._results import csv_text, genome_of, pareto_rows, records, write_atomically
+    from nas.search._results import csv_text, genome_of, is_number, pareto_rows, records, write_atomically
     from nas.search._runner import open_results_study
     from nas.train import proxy_train
 
@@ -157,7 +152,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         rows.append(row)
 
     map_objectives = (MAP_OBJECTIVE, *[o for o in objectives if o != "score"])
-    trained = [r for r in rows if all(_finite(r.get(o)) for o in map_objectives)]
+    trained = [r for r in rows if all(is_number(r.get(o)) for o in map_objectives)]
     directions = ["maximize", *[OBJECTIVES[o].direction for o in map_objectives[1:]]]
     for i in pareto_front([[r[o] for o in map_objectives] for r in trained], directions):
         trained[i]["on_map_front"] = True

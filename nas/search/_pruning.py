@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from nas.errors import SearchError
+from nas.search._results import is_number
 
 #: cost objectives (exact before training) and their directions
 COST_OBJECTIVES = ("params", "gflops", "latency_ms")
@@ -198,28 +199,24 @@ def pruning_summary(rows: Sequence[Mapping[str, Any]], epochs: int) -> dict[str,
     """
     evaluated = [r for r in rows if r.get("state") in ("COMPLETE", "PRUNED") and r.get("duplicate_of") in ("", None)]
     per_epoch = [float(r["train_s"]) / int(r["epochs_trained"]) for r in evaluated
-                 if _num(r.get("train_s")) and _num(r.get("epochs_trained")) and int(r["epochs_trained"]) > 0]
+                 if is_number(r.get("train_s")) and is_number(r.get("epochs_trained")) and int(r["epochs_trained"]) > 0]
     typical = statistics.median(per_epoch) if per_epoch else 0.0
     saved = 0.0
     stopped = [r for r in evaluated if r["state"] == "PRUNED"]
     for r in stopped:
-        done = int(r["epochs_trained"]) if _num(r.get("epochs_trained")) else 0
-        rate = float(r["train_s"]) / done if done > 0 and _num(r.get("train_s")) else typical
+        done = int(r["epochs_trained"]) if is_number(r.get("epochs_trained")) else 0
+        rate = float(r["train_s"]) / done if done > 0 and is_number(r.get("train_s")) else typical
         saved += max(0, epochs - done) * rate
-    spent = sum(float(r["duration_s"]) for r in evaluated if _num(r.get("duration_s")))
-    trained = sum(int(r["epochs_trained"]) for r in evaluated if _num(r.get("epochs_trained")))
+    spent = sum(float(r["duration_s"]) for r in evaluated if is_number(r.get("duration_s")))
+    trained = sum(int(r["epochs_trained"]) for r in evaluated if is_number(r.get("epochs_trained")))
     return {
         "trials": len(evaluated), "pruned": len(stopped),
-        "pruned_before_training": sum(1 for r in stopped if not _num(r.get("epochs_trained"))
+        "pruned_before_training": sum(1 for r in stopped if not is_number(r.get("epochs_trained"))
                                       or int(r["epochs_trained"]) == 0),
         "epochs_per_trial": epochs, "epochs_trained": trained, "epochs_full": epochs * len(evaluated),
         "spent_s": round(spent, 1), "saved_s": round(saved, 1),
         "saved_fraction": round(saved / (spent + saved), 4) if spent + saved > 0 else 0.0,
     }
-
-
-def _num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 __all__ = ["COST_OBJECTIVES", "Decision", "Point", "PruningRule", "Stopped", "TrialMonitor", "beats",

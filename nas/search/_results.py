@@ -62,6 +62,11 @@ def trial_record(trial: Any, dimensions: Sequence[str] = ()) -> dict[str, Any]:
     return row
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float cell (not a bool, not the empty cell of a missing value)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def records(trials: Iterable[Any], dimensions: Sequence[str] = ()) -> list[dict[str, Any]]:
     return [trial_record(t, dimensions) for t in sorted(trials, key=lambda t: t.number)]
 
@@ -179,5 +184,5 @@ def write_results(trials: Sequence[Any], out_dir: Path, *, study: str, objective
     return {"rows": rows, "front": front, "columns": header, "dir": out_dir}
 
 
-__all__ = ["LOST_REASON", "columns", "csv_text", "genome_of", "is_candidate", "pareto_rows", "records",
+__all__ = ["LOST_REASON", "columns", "csv_text", "genome_of", "is_candidate", "is_number", "pareto_rows", "records",
            "trial_record", "write_atomically", "write_model_files", "write_results"]

@@ -201,6 +201,11 @@ def _evaluated(states: Mapping[str, int]) -> int:
     return states["COMPLETE"] + states["PRUNED"]
 
 
+def _missing_tickets(budget: int, states: Mapping[str, int]) -> int:
+    """Tickets to queue so that WAITING + RUNNING + COMPLETE + PRUNED = budget (by state name)."""
+    return budget - _evaluated(states) - states["RUNNING"] - states["WAITING"]
+
+
 def _queue_tickets(study: Any, n: int) -> None:
     optuna = _optuna()
     for _ in range(n):
@@ -245,8 +250,7 @@ def open_study(cfg: SearchConfig, store: StudyStorage, *, create: bool, wait_s: 
             raise SearchError(f"study {cfg.study!r} has no trial budget yet; start it with `y7nas search`")
         return study, stored
     if budget is None:  # the creator stopped between creating the study and queueing its tickets
-        states = _states(study)
-        _queue_tickets(study, max(0, cfg.trials - _evaluated(states) - states["RUNNING"] - states["WAITING"]))
+        _queue_tickets(study, max(0, _missing_tickets(cfg.trials, _states(study))))
     elif cfg.trials > budget:
         _queue_tickets(study, cfg.trials - budget)
     elif cfg.trials < budget:
@@ -292,14 +296,14 @@ class _Worker:
         while True:
             self.store.fail_stale(self.study)
             trials = self.study.get_trials(deepcopy=False)
-            states = collections.Counter(t.state for t in trials)
+            states = collections.Counter(t.state.name for t in trials)
             budget = int(self.study.user_attrs.get(BUDGET_ATTR) or self.cfg.trials)
-            if states[self.TS.COMPLETE] + states[self.TS.PRUNED] >= budget:
+            if _evaluated(states) >= budget:
                 self._report(trials, None)
                 return
             trial = self._pop_ticket(trials)
             if trial is None:
-                if states[self.TS.RUNNING] == 0 and states[self.TS.WAITING] == 0:
+                if states["RUNNING"] == 0 and states["WAITING"] == 0:
                     self._repair(trials, budget)
                 if time.monotonic() - last_poll > 5:
                     self._report(trials, None)
@@ -331,9 +335,7 @@ class _Worker:
 
     def _repair(self, trials: Sequence[Any], budget: int) -> None:
         """Re-queue tickets lost to a crash between failing a trial and queueing its replacement."""
-        states = collections.Counter(t.state for t in trials)
-        deficit = (budget - states[self.TS.COMPLETE] - states[self.TS.PRUNED] - states[self.TS.RUNNING]
-                   - states[self.TS.WAITING])
+        deficit = _missing_tickets(budget, collections.Counter(t.state.name for t in trials))
         for t in sorted((t for t in trials if t.state == self.TS.FAIL), key=lambda t: t.number):
             if deficit <= 0:
                 return
@@ -621,20 +623,20 @@ def finish(cfg: SearchConfig, study: Any, stored: Mapping[str, Any], *, write: b
     trials = study.get_trials(deepcopy=False)
     objectives = tuple(stored.get("objectives", cfg.objectives))
     dims = tuple(stored.get("dimensions", cfg.dimensions))
-    rows = records(trials, dims)
-    pruning = None
-    if get_fidelity(stored.get("fidelity", cfg.fidelity)).prunable:
-        pruning = {"enabled": cfg.pruning_rule() is not None, "eta": cfg.prune_eta,
-                   "min_epoch": cfg.prune_min_epoch, **pruning_summary(rows, cfg.proxy_epochs)}
     if write:
         refs = reference_points(cfg, study)
         result = write_results(trials, cfg.study_dir, study=cfg.study, objectives=objectives,
                                dimensions=dims, references=refs)
-        front = result["front"]
-        if pruning is not None:
-            write_atomically(cfg.study_dir / "pruning.json", json.dumps(pruning, indent=2) + "\n")
+        rows, front = result["rows"], result["front"]
     else:
+        rows = records(trials, dims)
         front = pareto_rows(rows, objectives)
+    pruning = None
+    if get_fidelity(stored.get("fidelity", cfg.fidelity)).prunable:
+        pruning = {"enabled": cfg.pruning_rule() is not None, "eta": cfg.prune_eta,
+                   "min_epoch": cfg.prune_min_epoch, **pruning_summary(rows, cfg.proxy_epochs)}
+        if write:
+            write_atomically(cfg.study_dir / "pruning.json", json.dumps(pruning, indent=2) + "\n")
     states = collections.Counter(t.state.name for t in trials)
     return SearchSummary(cfg.study, redact(cfg.storage_url), states["COMPLETE"], states["FAIL"],
                          int(study.user_attrs.get(BUDGET_ATTR) or cfg.trials), tuple(front),
