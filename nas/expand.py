@@ -53,110 +53,125 @@ def elan_concat(depth: int, pattern: str) -> list[int]:
 
 
 class _Rows:
-    """Accumulates rows; each ``add`` returns the absolute index of the row it wrote."""
+    """Accumulates rows; each ``add`` returns the absolute index of the row it wrote.
+
+    Every row with weights is written under a *slot*: a stable name of its role in the genome
+    (``stages.1.elan.chain.2``, ``head.bu.0.down.conv``, ``spp.sppf``, ``outputs.2``), the same
+    for every genome that has that role. Weight-free rows (pools, upsampling, concat) have
+    ``None``. The weight-sharing supernet (``nas.supernet``) maps weights through these names.
+    """
 
     def __init__(self, activation: str):
         self.rows: list[list[Any]] = []
+        self.slots: list[str | None] = []
         self.act = ACTIVATION_EXPR[activation]
 
     @property
     def last(self) -> int:
         return len(self.rows) - 1
 
-    def add(self, frm: int | list[int], module: str, args: list[Any]) -> int:
+    def add(self, frm: int | list[int], module: str, args: list[Any], slot: str | None = None) -> int:
         self.rows.append([frm, 1, module, args])
+        self.slots.append(slot)
         return self.last
 
-    def conv(self, width: int, k: int, s: int = 1, frm: int = -1, module: str = "Conv") -> int:
+    def conv(self, width: int, k: int, s: int = 1, frm: int = -1, module: str = "Conv",
+             slot: str | None = None) -> int:
         args: list[Any] = [width, k, s]
         if self.act is not None:
             args += [None, 1, self.act]
-        return self.add(frm, module, args)
+        return self.add(frm, module, args, slot)
 
     def concat(self, frm: list[int]) -> int:
         return self.add(frm, "Concat", [1])
 
 
-def _elan(r: _Rows, e: Elan) -> int:
-    r.conv(e.entry, 1)
-    r.conv(e.entry, 1, frm=-2)
-    for _ in range(e.depth):
-        r.conv(e.chain, 3)
+def _elan(r: _Rows, e: Elan, slot: str) -> int:
+    r.conv(e.entry, 1, slot=f"{slot}.entry_a")
+    r.conv(e.entry, 1, frm=-2, slot=f"{slot}.entry_b")
+    for j in range(e.depth):
+        r.conv(e.chain, 3, slot=f"{slot}.chain.{j}")
     r.concat(elan_concat(e.depth, e.pattern))
-    return r.conv(e.out, 1)
+    return r.conv(e.out, 1, slot=f"{slot}.transition")
 
 
-def _mpc(r: _Rows, width: int, lateral: int | None = None) -> int:
+def _mpc(r: _Rows, width: int, slot: str, lateral: int | None = None) -> int:
     """MP→Conv1x1 ∥ Conv1x1→Conv3x3/s2, concat [-1, -3] (+ lateral feature in the head)."""
     r.add(-1, "MP", [])
-    r.conv(width, 1)
-    r.conv(width, 1, frm=-3)
-    r.conv(width, 3, 2)
+    r.conv(width, 1, slot=f"{slot}.pool_conv")
+    r.conv(width, 1, frm=-3, slot=f"{slot}.reduce")
+    r.conv(width, 3, 2, slot=f"{slot}.strided")
     return r.concat([-1, -3] + ([] if lateral is None else [lateral]))
 
 
-def _stage_downsample(r: _Rows, kind: str, width: int | None) -> None:
+def _stage_downsample(r: _Rows, kind: str, width: int | None, slot: str) -> None:
     if kind == "conv":
-        r.conv(width, 3, 2)
+        r.conv(width, 3, 2, slot=f"{slot}.conv")
     elif kind == "mpc":
-        _mpc(r, width)
+        _mpc(r, width, f"{slot}.mpc")
     elif kind == "mp":
         r.add(-1, "MP", [])
 
 
 def _spp(r: _Rows, kind: str, width: int) -> int:
+    slot = f"spp.{kind}"
     if kind in _SPP_MODULES:
-        return r.add(-1, _SPP_MODULES[kind], [width])
+        return r.add(-1, _SPP_MODULES[kind], [width], slot)
     if kind == "sp":  # yolov7-tiny: CSP split, parallel SP pools, concat, conv, merge, conv
-        r.conv(width, 1)
-        r.conv(width, 1, frm=-2)
+        r.conv(width, 1, slot=f"{slot}.split_a")
+        r.conv(width, 1, frm=-2, slot=f"{slot}.split_b")
         for i, k in enumerate(_SP_KERNELS):
             r.add(-1 - i, "SP", [k])
         r.concat([-1, -2, -3, -4])
-        r.conv(width, 1)
+        r.conv(width, 1, slot=f"{slot}.pooled")
         r.concat([-1, -7])
-        return r.conv(width, 1)
+        return r.conv(width, 1, slot=f"{slot}.merge")
     # spp3: conv, three chained stride-1 average pools, concat conv + pools, conv
-    r.conv(width, 1)
+    r.conv(width, 1, slot=f"{slot}.reduce")
     for k in _SPP3_KERNELS:
         r.add(-1, "nn.AvgPool2d", [k, 1, k // 2])
     r.concat([-4, -3, -2, -1])
-    return r.conv(width, 1)
+    return r.conv(width, 1, slot=f"{slot}.merge")
 
 
 def expand(genome: Genome) -> dict:
     """The flat yolov7 cfg dict of ``genome`` (depth/width multiples 1.0)."""
+    return expand_with_slots(genome)[0]
+
+
+def expand_with_slots(genome: Genome) -> tuple[dict, list[str | None]]:
+    """:func:`expand` plus each row's slot name (see :class:`_Rows`), one per row."""
     r = _Rows(genome.activation)
-    for conv in genome.stem:
-        r.conv(conv.width, 3, conv.stride)
+    for i, conv in enumerate(genome.stem):
+        r.conv(conv.width, 3, conv.stride, slot=f"stem.{i}")
     stage_out = []
-    for stage in genome.stages:
-        _stage_downsample(r, stage.down.kind, stage.down.width)
-        stage_out.append(_elan(r, stage.elan))
+    for s, stage in enumerate(genome.stages):
+        _stage_downsample(r, stage.down.kind, stage.down.width, f"stages.{s}.down")
+        stage_out.append(_elan(r, stage.elan, f"stages.{s}.elan"))
     n_backbone = len(r.rows)
 
     spp_out = _spp(r, genome.spp.kind, genome.spp.width)
     lateral_out = [spp_out]          # feature each bottom-up level concatenates with: P5, P4
-    for level, routed in zip(genome.head.top_down, (stage_out[2], stage_out[1])):
-        r.conv(level.lateral, 1)
+    for i, (level, routed) in enumerate(zip(genome.head.top_down, (stage_out[2], stage_out[1]))):
+        r.conv(level.lateral, 1, slot=f"head.td.{i}.lateral")
         r.add(-1, "nn.Upsample", [None, 2, "nearest"])
-        r.conv(level.lateral, 1, frm=routed)
+        r.conv(level.lateral, 1, frm=routed, slot=f"head.td.{i}.route")
         r.concat([-1, -2])
-        lateral_out.append(_elan(r, level.elan))
+        lateral_out.append(_elan(r, level.elan, f"head.td.{i}.elan"))
     level_out = [lateral_out.pop()]  # P3 output of the top-down path
-    for level, lateral in zip(genome.head.bottom_up, reversed(lateral_out)):
+    for i, (level, lateral) in enumerate(zip(genome.head.bottom_up, reversed(lateral_out))):
         if level.down.kind == "mpc":
-            _mpc(r, level.down.width, lateral)
+            _mpc(r, level.down.width, f"head.bu.{i}.down.mpc", lateral)
         else:
-            r.conv(level.down.width, 3, 2)
+            r.conv(level.down.width, 3, 2, slot=f"head.bu.{i}.down.conv")
             r.concat([-1, lateral])
-        level_out.append(_elan(r, level.elan))
+        level_out.append(_elan(r, level.elan, f"head.bu.{i}.elan"))
 
     module = _OUTPUT_MODULES[genome.outputs.kind]
-    heads = [r.conv(w, 3, 1, frm=src, module=module)
-             for w, src in zip(genome.outputs.widths, level_out)]
-    r.add(heads, _DETECT_MODULES[genome.detect], ["nc", "anchors"])
-    return {
+    heads = [r.conv(w, 3, 1, frm=src, module=module, slot=f"outputs.{i}")
+             for i, (w, src) in enumerate(zip(genome.outputs.widths, level_out))]
+    r.add(heads, _DETECT_MODULES[genome.detect], ["nc", "anchors"], "detect")
+    cfg = {
         "nc": genome.nc,
         "depth_multiple": 1.0,
         "width_multiple": 1.0,
@@ -164,6 +179,7 @@ def expand(genome: Genome) -> dict:
         "backbone": r.rows[:n_backbone],
         "head": r.rows[n_backbone:],
     }
+    return cfg, r.slots
 
 
 # -- YAML writing --------------------------------------------------------------------------
