@@ -6,7 +6,7 @@ grid-searches the coefficients (:mod:`scaling.grid_search`), builds the members
 (:func:`scaling.compound.scale_member`) for a φ list or for compute targets, measures them and
 writes everything to one output folder only once all of it has been computed.
 
-Measurement conventions (the ``family.csv`` columns):
+Measurement conventions (the ``family.csv`` columns; measured by :mod:`scaling.measure`):
 
 ``phi, depth, width, img``
     the compound exponent, the continuous multipliers α^φ and β^φ, and the realised input size
@@ -40,6 +40,8 @@ from nas.genome import Genome
 
 from .coefficients import MAX_PHI, Coefficients, parse_phi_list
 from .compound import check_base_img, scale_member
+from .grid_search import check_fidelity, check_proxy_options, grid_csv, grid_search
+from .measure import PROBE_IMG, Measurement, Measurer, build_genome
 from .targets import phi_for_target
 
 __all__ = [
@@ -48,81 +50,12 @@ __all__ = [
     "parse_targets", "phi_label",
 ]
 
-#: Input size at which GFLOPs are counted before scaling by (img / PROBE_IMG)².
-PROBE_IMG = 64
 FAMILY_COLUMNS = ("phi", "depth", "width", "img", "params", "gflops", "latency_ms",
                   "gflops_ratio", "ideal")
 #: Largest φ a target search will try (the largest φ accepted anywhere).
 PHI_CAP = MAX_PHI
 #: Resolution of the φ a target search returns.
 TARGET_TOL = 1e-2
-#: (params, GFLOPs at PROBE_IMG) by canonical genome, shared by every Measurer (deterministic).
-_STATIC_CACHE: dict[str, tuple[int, float]] = {}
-
-
-# ------------------------------------------------------------------------------ measuring
-
-class Measurement(NamedTuple):
-    params: int
-    gflops: float
-    latency_ms: float | None
-
-
-def _build(genome: Genome, source: str = "scaled genome"):
-    from nas.build import build_model
-    from nas.cfg import parse_cfg
-    from nas.expand import expand
-
-    return build_model(parse_cfg(expand(genome), source=source))
-
-
-class Measurer:
-    """Params, GFLOPs and deploy-form latency of (genome, img), each computed once per pair.
-
-    ``latency_runs = 0`` skips latency. Results are cached by the genome's canonical form, so a
-    target search that lands on the same rounded member at many φ measures it once.
-    """
-
-    def __init__(self, latency_runs: int = 10, warmup: int = 2, threads: int | None = None,
-                 device: str = "cpu"):
-        if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 0:
-            raise ScalingError(f"latency runs must be an integer >= 0, got {latency_runs!r}")
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise ScalingError(f"threads must be a positive integer, got {threads!r}")
-        self.latency_runs, self.warmup, self.threads, self.device = \
-            latency_runs, warmup, threads, device
-        self._latency: dict[tuple[str, int], float] = {}
-
-    def static(self, genome: Genome, img: int) -> tuple[int, float]:
-        """(params, GFLOPs at ``img``) of the training form."""
-        from nas.profile import profile_model
-
-        key = genome.canonical()
-        if key not in _STATIC_CACHE:
-            prof = profile_model(_build(genome), PROBE_IMG)
-            _STATIC_CACHE[key] = (prof.params, prof.gflops)
-        params, probe_gflops = _STATIC_CACHE[key]
-        return params, probe_gflops * (img / PROBE_IMG) ** 2
-
-    def latency(self, genome: Genome, img: int) -> float | None:
-        """Median deploy-form latency in ms at ``img`` (None when latency is off)."""
-        if not self.latency_runs:
-            return None
-        key = (genome.canonical(), img)
-        if key not in self._latency:
-            from nas.fuse import fuse
-            from nas.profile import measure_latency
-
-            fused = fuse(_build(genome), inplace=True)
-            result = measure_latency(fused, img, runs=self.latency_runs,
-                                     warmup=min(self.warmup, self.latency_runs),
-                                     threads=self.threads, device=self.device, form="deploy")
-            self._latency[key] = result.median
-        return self._latency[key]
-
-    def __call__(self, genome: Genome, img: int) -> Measurement:
-        params, gflops = self.static(genome, img)
-        return Measurement(params, gflops, self.latency(genome, img))
 
 
 # ------------------------------------------------------------------------------ the family
@@ -423,8 +356,6 @@ def _validate(req: ScaleRequest) -> tuple[Coefficients | None, tuple[float, ...]
         raise ScalingError("give either --phi or a target (--target-gflops/--target-latency)")
     phis = None if targets is not None else parse_phi_list("0,1,2,3" if req.phi is None else req.phi)
     coeffs = None if req.grid_search else Coefficients(req.alpha, req.beta, req.gamma)
-    from .grid_search import check_fidelity, check_proxy_options
-
     check_proxy_options(req.proxy_epochs, req.proxy_subset)
     if req.grid_search:
         check_fidelity(req.fidelity)
@@ -447,7 +378,7 @@ def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) 
     coeffs, phis, targets = _validate(req)
     name, genome = resolve_base(req.base, req.study, req.trial, req.results_dir)
     # a base that cannot be built is refused here, naming its file, not as a "scaled genome"
-    _build(genome, source=req.base or f"study {req.study} trial {req.trial}")
+    build_genome(genome, source=req.base or f"study {req.study} trial {req.trial}")
     out_dir = Path(req.out_dir) if req.out_dir is not None else Path(req.results_dir) / "scale" / name
     if out_dir.exists() and not out_dir.is_dir():
         raise ScalingError(f"output path {out_dir} exists and is not a folder")
@@ -457,7 +388,6 @@ def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) 
     extra: dict[str, bytes] = {}
     if req.grid_search:
         from .grid import coefficient_grid
-        from .grid_search import grid_csv, grid_search
 
         points = req.grid if req.grid is not None else tuple(coefficient_grid(step=req.grid_step))
         say(f"grid search over {len(points)} coefficient triples ({req.fidelity}) ...")

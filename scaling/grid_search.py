@@ -50,6 +50,7 @@ from nas.genome import Genome
 
 from .coefficients import Coefficients
 from .compound import scale_member
+from .measure import Measurer, build_genome
 
 __all__ = ["FIDELITIES", "GRID_COLUMNS", "SCORERS", "GridPoint", "GridResult", "ScoreOptions",
            "ZeroCostScorer", "ProxyTrainScorer", "check_fidelity", "check_proxy_options",
@@ -163,13 +164,11 @@ class ZeroCostScorer:
 
         from nas.zero_cost import compute_proxies
 
-        from .family import _build
-
         # the proxy reads the initial weights: seed them, so a point's score does not depend on
         # what this process built before (resume, order of the grid)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = _build(genome)
+            model = build_genome(genome)
         return compute_proxies(model, self._images(img), names=(self.proxy,), seed=self.seed)[self.proxy]
 
 
@@ -276,13 +275,11 @@ def grid_search(genome: Genome, base_img: int, *, out_dir: str | Path,
                 progress: Callable[[str], None] | None = None) -> GridResult:
     """Evaluate each grid point at φ = 1 (resumable, see the module docstring) and pick the best.
 
-    ``measure`` is a :class:`scaling.family.Measurer` (GFLOPs and latency per point). ``batch``
+    ``measure`` is a :class:`scaling.measure.Measurer` (GFLOPs and latency per point). ``batch``
     (None: the scorer's default), ``proxy_epochs``, ``proxy_subset``, ``threads`` and ``device``
     go to the fidelity's scorer (:class:`ScoreOptions`); ``scorer`` replaces it (a test hook).
     Creates ``out_dir`` for the study file.
     """
-    from .family import Measurer
-
     check_fidelity(fidelity)
     if not grid:
         raise ScalingError("the coefficient grid is empty")

@@ -12,14 +12,14 @@ Typical use::
     cfg = SearchConfig(study="s1", space="yolov7-tiny", trials=30, img=160)
     summary = run_search(cfg, get_space("yolov7-tiny", nc=5))
 """
-from nas.search._config import (DEFAULT_OBJECTIVES, OBJECTIVES, SAMPLERS, Objective, SearchConfig,
-                                constraint_values, make_sampler, parse_objectives, population_size)
+from nas.search._config import SAMPLERS, SearchConfig, constraint_values, make_sampler, population_size
 from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
                                   ZeroCostFidelity, get_fidelity, register_fidelity)
 from nas.search._finalists import FinalistsResult, spread_indices, train_finalists
-from nas.search._pareto import dominates, hypervolume_2d, pareto_front
+from nas.search._objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
+from nas.search._pareto import dominates, hypervolume_2d, pareto_front, pareto_rows
 from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
-from nas.search._results import pareto_rows, records, write_results
+from nas.search._results import records, write_results
 from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSummary, export_trial,
                                 load_study_config, open_study, progress_update, run_search, run_worker,
                                 write_study_results)

@@ -11,25 +11,13 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping
 
 from nas.errors import SearchError
+from nas.search._fidelity import FIDELITIES, get_fidelity
+from nas.search._objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
+from nas.search._pruning import PruningRule
 
-
-class Objective(NamedTuple):
-    name: str
-    direction: str  # "maximize" | "minimize"
-    label: str      # axis label
-
-
-#: Every objective a study may use, with its direction.
-OBJECTIVES: Mapping[str, Objective] = {
-    "score": Objective("score", "maximize", "score (higher is better)"),
-    "params": Objective("params", "minimize", "parameters (deploy form)"),
-    "gflops": Objective("gflops", "minimize", "GFLOPs (2 x multiply-adds, deploy form)"),
-    "latency_ms": Objective("latency_ms", "minimize", "latency (ms, deploy form, batch 1)"),
-}
-DEFAULT_OBJECTIVES = ("score", "latency_ms")
 SAMPLERS = ("nsga2", "tpe", "random")
 
 #: constraint name → (metric it limits, factor from the metric to the user's unit)
@@ -48,20 +36,6 @@ CONFIG_ATTR = "y7nas:config"
 BUDGET_ATTR = "y7nas:budget"
 REFERENCES_ATTR = "y7nas:references"
 CONFIG_VERSION = 1
-
-
-def parse_objectives(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"score,latency_ms"`` → ``("score", "latency_ms")``; one line naming the valid ones."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
-    names = [n for n in names if n]
-    if not names:
-        raise SearchError(f"no objective given (valid: {', '.join(OBJECTIVES)})")
-    for n in names:
-        if n not in OBJECTIVES:
-            raise SearchError(f"unknown objective {n!r} (valid: {', '.join(OBJECTIVES)})")
-    if len(set(names)) != len(names):
-        raise SearchError(f"objective listed twice in {','.join(names)!r}")
-    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -128,8 +102,6 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SearchError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        from nas.search._fidelity import get_fidelity  # registry (light, no torch import)
-
         get_fidelity(self.fidelity)
         if "score" in self.objectives and not get_fidelity(self.fidelity).scores:
             raise SearchError(f"objective 'score' needs a fidelity that scores architectures "
@@ -177,9 +149,6 @@ class SearchConfig:
     def pruning_rule(self):
         """The early-stopping rule of this search, or None (pruning off, or nothing to prune:
         a fidelity without epochs, or no ``score`` objective)."""
-        from nas.search._fidelity import get_fidelity
-        from nas.search._pruning import PruningRule
-
         rule = PruningRule(eta=self.prune_eta, min_epoch=self.prune_min_epoch)
         if not self.prune or not get_fidelity(self.fidelity).prunable or "score" not in self.objectives:
             return None
@@ -262,8 +231,6 @@ class SearchConfig:
 
 
 def _uses_data(fidelity: str) -> bool:
-    from nas.search._fidelity import FIDELITIES
-
     cls = FIDELITIES.get(fidelity)
     return bool(cls and cls.needs_data)
 

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import NasError, SearchError
-from nas.search._config import OBJECTIVES
-from nas.search._pareto import pareto_front
+from nas.search._files import csv_text, is_number, write_atomically
+from nas.search._objectives import OBJECTIVES
+from nas.search._pareto import pareto_front, pareto_rows
+from nas.search._results import genome_of, records
 
 #: the objective that replaces the search score in the finalists' front
 MAP_OBJECTIVE = "map50_95"
@@ -107,7 +109,6 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         SearchError: bad settings, an unknown study, or a study without a COMPLETE feasible
             trial (nothing to train).
     """
-    from nas.search._results import csv_text, genome_of, is_number, pareto_rows, records, write_atomically
     from nas.search._runner import open_results_study
     from nas.train import proxy_train
 

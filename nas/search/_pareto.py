@@ -1,7 +1,10 @@
-"""Pareto dominance and 2-D hypervolume (pure functions, no Optuna)."""
+"""Pareto dominance, 2-D hypervolume and the front of result rows (pure functions, no Optuna)."""
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Mapping, Sequence
+
+from nas.search._objectives import OBJECTIVES
 
 
 def _signed(point: Sequence[float], directions: Sequence[str]) -> list[float]:
@@ -56,4 +59,24 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
     return area
 
 
-__all__ = ["dominates", "hypervolume_2d", "pareto_front"]
+def is_candidate(row: Mapping[str, Any], objectives: Sequence[str]) -> bool:
+    """A result row (``nas.search._results.trial_record``) that may enter the front: COMPLETE,
+    feasible, not a duplicate and with finite values for every objective."""
+    if row["state"] != "COMPLETE" or row.get("feasible") is False or row.get("duplicate_of") != "":
+        return False
+    return all(isinstance(row.get(o), (int, float)) and math.isfinite(row[o]) for o in objectives)
+
+
+def pareto_rows(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The non-dominated candidate rows (see :func:`is_candidate`), sorted by the first objective."""
+    candidates = [r for r in rows if is_candidate(r, objectives)]
+    directions = [OBJECTIVES[o].direction for o in objectives]
+    idx = pareto_front([[r[o] for o in objectives] for r in candidates], directions)
+    front = [candidates[i] for i in idx]
+    first = objectives[0]
+    front.sort(key=lambda r: (-r[first] if OBJECTIVES[first].direction == "maximize" else r[first],
+                              r["number"]))
+    return front
+
+
+__all__ = ["dominates", "hypervolume_2d", "is_candidate", "pareto_front", "pareto_rows"]

@@ -12,7 +12,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from nas.search._config import OBJECTIVES
+from nas.search._files import write_atomically
+from nas.search._objectives import OBJECTIVES
+from nas.search._pareto import pareto_rows
 
 _SCALE = {"params": (1e-6, "parameters (M, deploy form)")}
 
@@ -64,8 +66,6 @@ def _finite(row: Mapping[str, Any], key: str) -> bool:
 def pareto_plot_data(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str],
                      references: Mapping[str, Mapping[str, float]], title: str = "") -> ParetoPlotData:
     """Points, front and fitting reference points for the plot (no drawing)."""
-    from nas.search._results import pareto_rows
-
     front_numbers = {r["number"] for r in pareto_rows(rows, objectives)}
     if len(objectives) >= 2:
         xo, yo = objectives[0], objectives[1]
@@ -142,8 +142,6 @@ def draw_pareto(data: ParetoPlotData, path: Path | None = None) -> bytes:
     fig.savefig(buf, format="png")
     png = buf.getvalue()
     if path is not None:
-        from nas.search._results import write_atomically
-
         write_atomically(Path(path), png)
     return png
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from nas.errors import SearchError
-from nas.search._results import is_number
+from nas.search._files import is_number
 
 #: cost objectives (exact before training) and their directions
 COST_OBJECTIVES = ("params", "gflops", "latency_ms")

@@ -1,24 +1,21 @@
 """Study → result files: trials.csv, pareto.csv, pareto.png and models/.
 
 Everything here is regenerated from the study storage (``y7nas pareto``); nothing depends on the
-process that ran the trials. The Pareto set is computed here, not taken from Optuna: it is the
-non-dominated set of COMPLETE, feasible trials under the study's objectives, counting each
+process that ran the trials. The Pareto set is computed (:func:`nas.search._pareto.pareto_rows`),
+not taken from Optuna: it is the non-dominated set of COMPLETE, feasible trials under the study's objectives, counting each
 architecture once (trials marked ``duplicate_of`` re-use an earlier trial's result and are left
 out of pareto.csv).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from nas.errors import SearchError
-from nas.search._config import OBJECTIVES
-from nas.search._pareto import pareto_front
+from nas.search._files import csv_text, format_cell, is_number, write_atomically
+from nas.search._pareto import is_candidate, pareto_rows
+from nas.search._plot import draw_pareto, pareto_plot_data
 
 METRIC_COLUMNS = ("score", "params", "gflops", "latency_ms")
 LEADING = ("number", "state")
@@ -62,11 +59,6 @@ def trial_record(trial: Any, dimensions: Sequence[str] = ()) -> dict[str, Any]:
     return row
 
 
-def is_number(value: Any) -> bool:
-    """A finite int or float cell (not a bool, not the empty cell of a missing value)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def records(trials: Iterable[Any], dimensions: Sequence[str] = ()) -> list[dict[str, Any]]:
     return [trial_record(t, dimensions) for t in sorted(trials, key=lambda t: t.number)]
 
@@ -87,51 +79,6 @@ def columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*LEADING, *METRIC_COLUMNS, *sorted(extra_metrics), *TRAILING, *params]
 
 
-def is_candidate(row: Mapping[str, Any], objectives: Sequence[str]) -> bool:
-    """COMPLETE, feasible, not a duplicate and with finite values for every objective."""
-    if row["state"] != "COMPLETE" or row.get("feasible") is False or row.get("duplicate_of") != "":
-        return False
-    return all(isinstance(row.get(o), (int, float)) and math.isfinite(row[o]) for o in objectives)
-
-
-def pareto_rows(rows: Sequence[Mapping[str, Any]], objectives: Sequence[str]) -> list[Mapping[str, Any]]:
-    """The non-dominated candidate rows (see :func:`is_candidate`), sorted by the first objective."""
-    candidates = [r for r in rows if is_candidate(r, objectives)]
-    directions = [OBJECTIVES[o].direction for o in objectives]
-    idx = pareto_front([[r[o] for o in objectives] for r in candidates], directions)
-    front = [candidates[i] for i in idx]
-    first = objectives[0]
-    front.sort(key=lambda r: (-r[first] if OBJECTIVES[first].direction == "maximize" else r[first],
-                              r["number"]))
-    return front
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(header), extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k, "")) for k in header})
-    return buf.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return value
-
-
-def write_atomically(path: Path, data: str | bytes) -> None:
-    """Write via a temporary sibling and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
-
-
 def genome_of(trial: Any):
     """The Genome stored on a trial (user attribute ``genome``), or a SearchError line."""
     from nas.genome import Genome
@@ -150,7 +97,7 @@ def write_model_files(trial: Any, flat_path: Path, study: str) -> tuple[Path, Pa
     header = f"y7nas study {study}, trial {trial.number}, genome {genome.genome_hash()}"
     metrics = trial.user_attrs.get("metrics") or {}
     if metrics:
-        header += "\n" + ", ".join(f"{k}={_cell(v)}" for k, v in metrics.items())
+        header += "\n" + ", ".join(f"{k}={format_cell(v)}" for k, v in metrics.items())
     genome_path = flat_path.with_name(flat_path.name.removesuffix(".yaml") + ".genome.yaml")
     write_atomically(flat_path, dump_yaml(expand(genome), header=header))
     write_atomically(genome_path, genome.to_yaml(header=header))
@@ -161,8 +108,6 @@ def write_results(trials: Sequence[Any], out_dir: Path, *, study: str, objective
                   dimensions: Sequence[str] = (),
                   references: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """Write trials.csv, pareto.csv, pareto.png and models/ for the front; returns a summary."""
-    from nas.search._plot import draw_pareto, pareto_plot_data
-
     rows = records(trials, dimensions)
     header = columns(rows)
     front = pareto_rows(rows, objectives)
@@ -184,5 +129,7 @@ def write_results(trials: Sequence[Any], out_dir: Path, *, study: str, objective
     return {"rows": rows, "front": front, "columns": header, "dir": out_dir}
 
 
+# csv_text, is_candidate, is_number, pareto_rows and write_atomically live in _files / _pareto
+# (which import nothing of this module) and are re-exported here for existing callers.
 __all__ = ["LOST_REASON", "columns", "csv_text", "genome_of", "is_candidate", "is_number", "pareto_rows", "records",
            "trial_record", "write_atomically", "write_model_files", "write_results"]

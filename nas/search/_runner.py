@@ -40,11 +40,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from nas.errors import NasError, SearchError
-from nas.search._config import (BUDGET_ATTR, CONFIG_ATTR, OBJECTIVES, REFERENCES_ATTR, SearchConfig,
-                                constraint_values, make_sampler, population_size)
+from nas.search._config import (BUDGET_ATTR, CONFIG_ATTR, REFERENCES_ATTR, SearchConfig, constraint_values,
+                                make_sampler, population_size)
 from nas.search._fidelity import EvalContext, get_fidelity
+from nas.search._files import write_atomically
+from nas.search._objectives import OBJECTIVES
+from nas.search._pareto import pareto_rows
 from nas.search._pruning import Stopped as _Stop
-from nas.search._pruning import TrialMonitor, peer_points
+from nas.search._pruning import TrialMonitor, peer_points, pruning_summary
+from nas.search._results import records, write_model_files, write_results
 from nas.search._storage import (StudyStorage, _optuna, has_replacement, open_storage, queue_replacement,
                                  redact, sqlite_file)
 
@@ -489,8 +493,6 @@ def _fmt(value: Any) -> str:
 def progress_update(trials: Sequence[Any], objectives: Sequence[str], budget: int,
                     line: str | None = None) -> ProgressUpdate:
     """Counts plus a 'best so far' text (front size and best first objective among feasible)."""
-    from nas.search._results import pareto_rows, records
-
     states = collections.Counter(t.state.name for t in trials)
     rows = records([t for t in trials if t.state.name == "COMPLETE"])
     front = pareto_rows(rows, objectives)
@@ -616,9 +618,6 @@ def finish(cfg: SearchConfig, study: Any, stored: Mapping[str, Any], *, write: b
     written to ``pruning.json``.
     """
     import json
-
-    from nas.search._pruning import pruning_summary
-    from nas.search._results import pareto_rows, records, write_atomically, write_results
 
     trials = study.get_trials(deepcopy=False)
     objectives = tuple(stored.get("objectives", cfg.objectives))
@@ -749,8 +748,6 @@ def write_study_results(study: str, results_dir: Path, storage: str | None = Non
 def export_trial(study: str, number: int, results_dir: Path, storage: str | None = None,
                  output: Path | None = None) -> tuple[Path, Path]:
     """Write trial ``number`` as a flat yolov7 YAML (and its genome YAML next to it)."""
-    from nas.search._results import write_model_files
-
     cfg, s, _ = open_results_study(study, results_dir, storage)
     matches = [t for t in s.get_trials(deepcopy=False) if t.number == number]
     if not matches:
@@ -760,5 +757,5 @@ def export_trial(study: str, number: int, results_dir: Path, storage: str | None
 
 
 __all__ = ["Evaluator", "Progress", "ProgressUpdate", "SearchSummary", "export_trial", "finish",
-           "load_study_config", "open_results_study", "open_study", "progress_update", "reference_points",
-           "run_search", "run_worker", "write_study_results"]
+           "load_study_config", "open_results_study", "open_study", "progress_update",
+           "reference_points", "run_search", "run_worker", "write_study_results"]
