@@ -201,6 +201,8 @@ class Supernet(nn.Module):
         self._layouts: dict[str, _Layout] = {}
         self._cache: OrderedDict[Genome, _Active] = OrderedDict()
         self._active: _Active | None = None
+        #: BatchNorm momentum of the sub-networks (None: the blocks' own, YOLOv7's 0.03)
+        self.bn_momentum: float | None = None
         covering = covering_genomes(space, activation)
         base = None
         for i, g in enumerate(covering):
@@ -287,6 +289,10 @@ class Supernet(nn.Module):
         build time)."""
         with _no_weight_init():
             skeleton, slots = build_plain(genome)
+        if self.bn_momentum is not None:
+            for m in skeleton.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.momentum = self.bn_momentum
         return skeleton.to(device), slots
 
     def sub_state(self, genome: Genome | None = None) -> dict[str, torch.Tensor]:
@@ -344,7 +350,8 @@ def extract(supernet: Supernet, genome: Genome) -> nn.Module:
         state = {k: v.detach().clone() for k, v in supernet.sub_state(genome).items()}
     with torch.random.fork_rng(devices=[]):
         model, _ = build_plain(genome)
-    model.to(next(iter(state.values())).device)
+    ref = next(supernet.parameters())
+    model.to(device=ref.device, dtype=ref.dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:

@@ -1,0 +1,329 @@
+"""Training the supernet (sandwich rule, SimOTA loss, warm-up + cosine, EMA, resumable) and
+scoring a sub-network with its inherited weights (BatchNorm re-estimated, val mAP)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from nas.data import DataConfig, load_data_config, make_loader, scan_split
+from nas.errors import NasError
+from nas.evaluate import evaluate, ground_truth, make_eval_loader
+from nas.genome import Genome
+from nas.loss import DetectionLoss
+from nas.supernet._supernet import Supernet, SupernetError, extract, sample_genome
+from nas.train._optim import NOMINAL_BATCH, ModelEMA, Schedule, build_optimizer
+
+FORMAT = "y7nas-supernet/1"
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Supernet training settings.
+
+    Attributes:
+        epochs, img, batch, seed: the run.
+        activation: the one activation of every sub-network.
+        random_subnets: random sub-networks per step besides the largest and the smallest
+            (sandwich rule, BigNAS); their gradients are summed before one optimizer step.
+        distill: in-place distillation: every other sub-network also matches the largest one's
+            sigmoid outputs (mean squared error, weight ``distill_weight``).
+        optimizer, lr, lrf, warmup_epochs, weight_decay, momentum: as ``y7nas train``
+            (AdamW by default, as the proxy recipe: it learns far more than SGD on short runs).
+        bn_momentum: BatchNorm momentum while training (sub-networks change every step).
+        subset: train on a fixed seeded subset of this many images (None: all).
+        calib_images: training images whose BatchNorm statistics a scored sub-network uses.
+        val_subset: score on this many val images (None: all).
+    """
+
+    epochs: int = 30
+    img: int = 160
+    batch: int = 16
+    seed: int = 0
+    activation: str = "silu"
+    random_subnets: int = 2
+    distill: bool = False
+    distill_weight: float = 1.0
+    optimizer: str = "adamw"
+    lr: float = 0.01
+    lrf: float = 0.01
+    warmup_epochs: float = 1.0
+    weight_decay: float = 5e-4
+    momentum: float = 0.937
+    bn_momentum: float = 0.1
+    subset: int | None = None
+    calib_images: int = 64
+    val_subset: int | None = None
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [(self.epochs >= 1, f"epochs must be ≥ 1, got {self.epochs}"),
+                  (self.img >= 32 and self.img % 32 == 0, f"img must be a multiple of 32 (≥ 32), got {self.img}"),
+                  (self.batch >= 1, f"batch must be ≥ 1, got {self.batch}"),
+                  (self.random_subnets >= 0, f"random sub-networks must be ≥ 0, got {self.random_subnets}"),
+                  (self.calib_images >= 1, f"calibration images must be ≥ 1, got {self.calib_images}"),
+                  (self.lr > 0, f"lr must be positive, got {self.lr}"),
+                  (self.threads is None or self.threads >= 1, f"threads must be ≥ 1, got {self.threads}")]
+        for ok, message in checks:
+            if not ok:
+                raise NasError(message)
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues (device/threads excluded)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "threads")}
+
+
+@dataclass(frozen=True)
+class SupernetEpoch:
+    epoch: int
+    loss: float
+    lr: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SupernetResult:
+    path: Path
+    epochs: int
+    seconds: float
+    map50_95_largest: float
+    map50_95_smallest: float
+    resumed_from: int
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The supernet file as saved (``torch.load(..., weights_only=True)``), checked for shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise SupernetError(f"{path}: supernet file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+        raise SupernetError(f"{path}: not a y7nas supernet file ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("meta"), dict) \
+            or ckpt["meta"].get("format") != FORMAT or not isinstance(ckpt.get("state_dict"), dict):
+        raise SupernetError(f"{path}: not a y7nas supernet file (no {FORMAT} metadata)")
+    return ckpt
+
+
+def load_supernet(path: str | Path, space: Any, device: str = "cpu") -> Supernet:
+    """The trained supernet in ``path`` for ``space`` (its name, signature and class count must
+    be the file's; one line naming the mismatch otherwise)."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt["meta"]
+    check_meta(meta, path, space=space.name, signature=space.signature(), nc=space.nc)
+    if not meta.get("complete"):
+        raise SupernetError(f"{path}: training stopped after epoch {meta.get('epochs_done')} of "
+                            f"{meta.get('epochs')}; re-run 'y7nas supernet train' to finish it")
+    net = Supernet(space, meta["activation"], seed=int(meta["settings"]["seed"]))
+    net.load_state_dict(ckpt["state_dict"])
+    net.meta.update(img=meta["img"], epochs=meta["epochs"])
+    return net.to(device)
+
+
+def check_meta(meta: dict, path: str | Path, **expected: Any) -> None:
+    """One line naming the first of ``expected`` (space, signature, nc, img, activation) that the
+    supernet file's metadata does not match."""
+    for key, want in expected.items():
+        if want is not None and meta.get(key) != want:
+            raise SupernetError(f"{path}: supernet {key} is {meta.get(key)!r}, the search needs {want!r}")
+
+
+# ----------------------------------------------------------------------------- training
+def _distill_loss(outputs: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
+    return sum(torch.mean((o.sigmoid() - t.sigmoid()) ** 2) for o, t in zip(outputs, teacher))
+
+
+def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
+                   config: SupernetConfig | None = None, *,
+                   on_step: Callable[[int, int, int, float], None] | None = None,
+                   on_epoch: Callable[[SupernetEpoch], None] | None = None) -> SupernetResult:
+    """Train the supernet of ``space`` on ``data`` and save it to ``out``.
+
+    Each step trains the largest, the smallest and ``random_subnets`` random sub-networks on the
+    same batch and takes one optimizer step on the summed gradients. After every epoch ``out``
+    is rewritten atomically with the EMA weights, the training state and metadata, so running
+    the same call again after a crash resumes after the last finished epoch (and a finished file
+    with the same settings is only re-scored). Other settings than the file's are refused.
+    """
+    from nas.profile import resolve_device
+
+    config = config or SupernetConfig()
+    out = Path(out)
+    t_start = time.perf_counter()
+    device = resolve_device(config.device)
+    data_cfg = data if isinstance(data, DataConfig) else load_data_config(data)
+    if data_cfg.nc != space.nc:
+        raise SupernetError(f"the data has {data_cfg.nc} classes but the space was made for {space.nc}")
+    meta = {"format": FORMAT, "space": space.name, "signature": space.signature(), "nc": int(space.nc),
+            "img": config.img, "activation": config.activation, "epochs": config.epochs,
+            "settings": config.settings(), "data": str(data_cfg.source) if data_cfg.source else None,
+            "epochs_done": 0, "complete": False}
+    previous = read_checkpoint(out) if out.exists() else None
+    if previous is not None:
+        old = previous["meta"]
+        for key in ("space", "signature", "nc", "activation"):
+            check_meta(old, out, **{key: meta[key]})
+        for key, value in config.settings().items():
+            if old["settings"].get(key) != value:
+                raise SupernetError(f"{out}: was trained with {key}={old['settings'].get(key)!r}, not "
+                                    f"{value!r}; use another -o or the same settings to resume")
+    old_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        net = Supernet(space, config.activation, seed=config.seed).to(device)
+        train_split, val_split = scan_split(data_cfg, "train"), scan_split(data_cfg, "val")
+        loader = make_loader(train_split, img=config.img, batch=config.batch, augment=True,
+                             seed=config.seed, subset=config.subset, shuffle=True)
+        nb = len(loader)
+        if nb == 0:
+            raise SupernetError("no training images")
+        opt = build_optimizer(net, config.optimizer, config.lr, config.momentum,
+                              config.weight_decay * config.batch / NOMINAL_BATCH)
+        total = config.epochs * nb
+        sched = Schedule(opt, total, min(round(config.warmup_epochs * nb), total // 4), config.lr,
+                         config.lrf, config.momentum, 0.8, 0.1)
+        ema = ModelEMA(net)      # before any sub-network is active: no skeletons to copy
+        net.bn_momentum = config.bn_momentum
+        net.activate(sample_genome(space, config.activation, random.Random(config.seed), "largest"))
+        loss_fn = DetectionLoss(net.head, config.img)   # anchors and strides: the same in all
+        start = 0
+        if previous is not None:
+            state = previous.get("train_state")
+            start = int(previous["meta"]["epochs_done"])
+            if state is not None:
+                net.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                ema.updates = int(state["ema_updates"])
+            with torch.no_grad():
+                ema.module.load_state_dict(previous["state_dict"])
+        for epoch in range(start + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            loader.sampler.set_epoch(epoch - 1)
+            net.train()
+            total_loss, n = 0.0, 0
+            lr = config.lr
+            for i, (images, targets, _metas) in enumerate(loader):
+                lr = sched.step((epoch - 1) * nb + i)
+                images, targets = images.to(device), targets.to(device)
+                rng = random.Random(f"{config.seed}:{epoch}:{i}")
+                genomes = [sample_genome(space, config.activation, rng, mode)
+                           for mode in ("largest", "smallest") + ("random",) * config.random_subnets]
+                opt.zero_grad(set_to_none=True)
+                step_loss, teacher = 0.0, None
+                for k, genome in enumerate(genomes):
+                    net.activate(genome)
+                    outputs = net(images)
+                    loss, _items = loss_fn(outputs, targets)
+                    if config.distill:
+                        if k == 0:
+                            teacher = [o.detach() for o in outputs]
+                        else:
+                            loss = loss + config.distill_weight * images.shape[0] * _distill_loss(outputs, teacher)
+                    if not math.isfinite(float(loss.detach())):
+                        raise SupernetError(f"non-finite loss at epoch {epoch}")
+                    loss.backward()
+                    step_loss += float(loss.detach()) / images.shape[0]
+                opt.step()
+                ema.update()
+                total_loss += step_loss
+                n += 1
+                if on_step is not None:
+                    on_step(epoch, i + 1, nb, step_loss)
+            meta.update(epochs_done=epoch)
+            _atomic_save({"meta": dict(meta), "state_dict": ema.module.state_dict(),
+                          "train_state": {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                          "ema_updates": ema.updates}}, out)
+            if on_epoch is not None:
+                on_epoch(SupernetEpoch(epoch, total_loss / max(n, 1), lr, time.perf_counter() - t0))
+        final = ema.module
+        final.eval()
+        rng = random.Random(f"{config.seed}:final")
+        scorer = OneShotScorer(final, data_cfg, config.img, calib_images=config.calib_images,
+                               val_subset=config.val_subset, seed=config.seed, batch=config.batch,
+                               splits=(train_split, val_split))
+        maps = {mode: scorer.score(sample_genome(space, config.activation, rng, mode)).map50_95
+                for mode in ("largest", "smallest")}
+        meta.update(complete=True, map50_95_largest=maps["largest"], map50_95_smallest=maps["smallest"])
+        _atomic_save({"meta": dict(meta), "state_dict": final.state_dict()}, out)
+    finally:
+        torch.set_num_threads(old_threads)
+    return SupernetResult(out, config.epochs, time.perf_counter() - t_start, maps["largest"],
+                          maps["smallest"], start)
+
+
+# ----------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics of ``model`` as the plain average over
+    ``batches`` (inherited statistics belong to the sub-networks trained together)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None        # cumulative average
+    was = model.training
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.train(was)
+    return model
+
+
+@dataclass(frozen=True)
+class OneShotScore:
+    map50: float
+    map50_95: float
+    seconds: float
+
+
+class OneShotScorer:
+    """Scores genomes with weights inherited from ``supernet``: extract, re-estimate BatchNorm
+    on ``calib_images`` fixed seeded training images, val mAP (``val_subset`` images or all)."""
+
+    def __init__(self, supernet: Supernet, data: str | Path | DataConfig, img: int,
+                 calib_images: int = 64, val_subset: int | None = None, seed: int = 0,
+                 batch: int = 16, splits=None, device: str | torch.device = "cpu"):
+        data_cfg = data if isinstance(data, DataConfig) else load_data_config(data)
+        train_split, val_split = splits or (scan_split(data_cfg, "train"), scan_split(data_cfg, "val"))
+        self.supernet, self.img, self.device = supernet, img, torch.device(device)
+        calib = make_loader(train_split, img=img, batch=batch, augment=False, seed=seed,
+                            subset=min(calib_images, len(train_split)), shuffle=False)
+        self.calib = [images.to(self.device) for images, _t, _m in calib]
+        self.val_split = val_split
+        self.val_loader = make_eval_loader(val_split, img, batch, val_subset, seed)
+        self.gt = ground_truth(val_split, [int(i) for i in self.val_loader.sampler.indices])
+        self.batch = batch
+
+    def model(self, genome: Genome) -> nn.Module:
+        """The plain network of ``genome`` with inherited weights and re-estimated BatchNorm."""
+        return recalibrate_bn(extract(self.supernet, genome), self.calib).eval()
+
+    def score(self, genome: Genome) -> OneShotScore:
+        t0 = time.perf_counter()
+        model = self.model(genome)
+        res = evaluate(model, self.val_split, self.img, self.batch, loader=self.val_loader,
+                       gt=self.gt, device=self.device)
+        return OneShotScore(res.map50, res.map50_95, time.perf_counter() - t0)
