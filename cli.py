@@ -125,12 +125,19 @@ def _print_profile(name: str, report: dict) -> None:
             table.add_row(str(row["index"]), row["module"], f"{row['params']:,}", f"{2 * row['macs'] / 1e9:.3f}")
         out.print(table)
     table = Table("metric", "value", title=f"{name} @ {report['img']}px")
-    table.add_row("params", f"{report['params']:,}")
-    table.add_row("multiply-adds", f"{report['macs']:,}")
-    table.add_row("GFLOPs (2 x MACs)", f"{report['gflops']:.2f}")
+    aux = report.get("aux_heads", False)
+    form = " (training form, incl. auxiliary heads)" if aux else ""
+    table.add_row(f"params{form}", f"{report['params']:,}")
+    table.add_row(f"multiply-adds{form}", f"{report['macs']:,}")
+    table.add_row(f"GFLOPs (2 x MACs){form}", f"{report['gflops']:.2f}")
+    if aux:
+        table.add_row("params (inference: main branch, no auxiliary heads)", f"{report['params_inference']:,}")
+        table.add_row("GFLOPs (inference: main branch, no auxiliary heads)", f"{report['gflops_inference']:.2f}")
     if "params_deploy" in report:
-        table.add_row("params (deploy)", f"{report['params_deploy']:,}")
-        table.add_row("GFLOPs (deploy)", f"{report['gflops_deploy']:.2f}")
+        table.add_row("params (deploy" + (", fuse() keeps the auxiliary convs" if aux else "") + ")",
+                      f"{report['params_deploy']:,}")
+        table.add_row("GFLOPs (deploy" + (", inference: no auxiliary heads" if aux else "") + ")",
+                      f"{report['gflops_deploy']:.2f}")
         table.add_row("max |fused - original|", f"{report['max_abs_diff']:.2e}")
     if "latency_ms" in report:
         lat = report["latency_ms"]
@@ -620,6 +627,85 @@ def demo() -> None:
                   f"proxy training of up to 4 finalists of its front (5 epochs, 256 images)", soft_wrap=True)
         _run_search_cli(cfg)
         _run_finalists_cli(cfg.study, cfg.results_dir, top=4, epochs=5, img=cfg.img, subset=256, threads=1)
+
+
+# ----------------------------------------------------------------------------- supernet
+supernet_app = typer.Typer(no_args_is_help=True, help="One-shot NAS: the weight-sharing supernet of a "
+                           "search space (docs/SUPERNET.md).")
+app.add_typer(supernet_app, name="supernet")
+
+
+def _supernet_progress(as_json: bool, epochs: int):
+    """(on_step, on_epoch, context): a rich bar on a terminal, one line per epoch otherwise."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    lines = err if as_json else out
+
+    def line(s) -> str:
+        return f"epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  lr {s.lr:.5f}  {s.seconds:.1f}s"
+
+    if not lines.is_terminal:
+        return None, lambda s: lines.print(line(s), soft_wrap=True), contextlib.nullcontext()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), console=lines, transient=False)
+    task = progress.add_task("building the supernet", total=None, info="")
+
+    def on_step(epoch: int, i: int, n: int, loss: float) -> None:
+        progress.update(task, description=f"epoch {epoch}/{epochs}", completed=i, total=n,
+                        info=f"loss {loss:.4f}")
+
+    return on_step, lambda s: progress.console.print(line(s)), progress
+
+
+@supernet_app.command("train")
+def supernet_train(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
+                   data: str = typer.Option("synthetic", "--data", help="Data YAML or 'synthetic'."),
+                   output: Path = typer.Option(..., "-o", "--output", help="Supernet file (re-running resumes it)."),
+                   epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
+                   img: int = typer.Option(160, "--img", help="Square input size (multiple of 32); "
+                                           "searches with this supernet use the same."),
+                   batch: int = typer.Option(16, "--batch", help="Batch size."),
+                   seed: int = typer.Option(0, "--seed", help="Seed of initialisation, sub-network sampling and augmentation."),
+                   activation: str = typer.Option("silu", "--activation", help="The one activation of every "
+                                                  "sub-network (a search with this supernet fixes it)."),
+                   random_subnets: int = typer.Option(2, "--random-subnets", help="Random sub-networks per step "
+                                                      "besides the largest and the smallest (sandwich rule)."),
+                   distill: bool = typer.Option(False, "--distill/--no-distill", help="In-place distillation "
+                                                "from the largest sub-network."),
+                   subset: Optional[int] = typer.Option(None, "--subset", help="Train on this many images (default all)."),
+                   calib_images: int = typer.Option(64, "--calib-images", help="Training images that re-estimate "
+                                                    "BatchNorm before a sub-network is scored."),
+                   device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+                   threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+                   ) -> None:
+    """Train the weight-sharing supernet of a space once; every candidate then scores in seconds."""
+    from nas.data import load_data_config
+    from nas.supernet import SupernetConfig, train_supernet
+    from search_spaces import get_space
+
+    with user_errors():
+        get_space(space)
+        config = SupernetConfig(epochs=epochs, img=img, batch=batch, seed=seed, activation=activation,
+                                random_subnets=random_subnets, distill=distill, subset=subset,
+                                calib_images=calib_images, device=device, threads=threads)
+        data_cfg = load_data_config(data)
+        on_step, on_epoch, ctx = _supernet_progress(as_json, epochs)
+        (err if as_json else out).print(f"supernet of {space} ({activation}) on {data} -> {output}")
+        with ctx:
+            result = train_supernet(get_space(space, nc=data_cfg.nc), data_cfg, output, config,
+                                    on_step=on_step, on_epoch=on_epoch)
+    summary = {"supernet": str(result.path), "epochs": result.epochs, "seconds": round(result.seconds, 3),
+               "map50_95_largest": result.map50_95_largest, "map50_95_smallest": result.map50_95_smallest,
+               "resumed_from": result.resumed_from}
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    if result.resumed_from:
+        out.print(f"resumed after epoch {result.resumed_from}")
+    out.print(f"largest sub-network mAP@0.5:0.95 {result.map50_95_largest:.4f}  smallest "
+              f"{result.map50_95_smallest:.4f}  {result.seconds:.1f}s")
+    out.print(f"supernet: {result.path}")
 
 
 if __name__ == "__main__":
