@@ -22,7 +22,8 @@ the chosen fidelity's scorer (:data:`SCORERS`, name → class):
 Both scorers read the dataset when they are made, so a missing or unusable dataset is one error
 before the study file exists.
 
-Storage: an Optuna study ``scale-grid`` in ``<out_dir>/grid_search.db`` (SQLite). Each grid point
+Storage: an Optuna study ``scale-grid`` in ``<out_dir>/grid_search.db`` (SQLite), its one
+objective named ``score`` (``study.set_metric_names``, so optuna-dashboard labels it). Each grid point
 is enqueued with fixed params ``alpha, beta, gamma`` and a ``key`` user attribute; a point whose
 key already has a COMPLETE trial is never evaluated again, so re-running resumes (an interrupted
 RUNNING trial is marked FAIL and its point re-evaluated; so is a point that failed). The study
@@ -41,6 +42,7 @@ import contextlib
 import csv
 import io
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
@@ -55,11 +57,13 @@ from .measure import Measurer, build_genome
 __all__ = ["FIDELITIES", "GRID_COLUMNS", "SCORERS", "GridPoint", "GridResult", "ScoreOptions",
            "ZeroCostScorer", "ProxyTrainScorer", "check_fidelity", "check_proxy_options",
            "make_scorer", "grid_search", "grid_csv", "zero_cost_proxy_name", "best_point",
-           "STORAGE_NAME"]
+           "STORAGE_NAME", "STUDY_NAME", "METRIC_NAMES"]
 
 GRID_COLUMNS = ("alpha", "beta", "gamma", "product", "score", "gflops", "latency_ms")
 STORAGE_NAME = "grid_search.db"
 STUDY_NAME = "scale-grid"
+#: the study's objective name (its value is the fidelity's score; ``settings.proxy`` says which)
+METRIC_NAMES = ("score",)
 _TIE_REL = 1e-9
 
 
@@ -250,6 +254,10 @@ def _open_study(optuna, path: Path, settings: dict):
         diff = next(k for k in keys if stored.get(k) != settings.get(k))
         raise ScalingError(f"{path}: this grid study was made with {diff}={stored.get(diff)!r}, "
                            f"not {settings.get(diff)!r}; use another -o folder or delete the file")
+    if study.metric_names != list(METRIC_NAMES):  # new, or made before the names were stored
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
     return study
 
 

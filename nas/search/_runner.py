@@ -210,6 +210,16 @@ def _missing_tickets(budget: int, states: Mapping[str, int]) -> int:
     return budget - _evaluated(states) - states["RUNNING"] - states["WAITING"]
 
 
+def name_objectives(study: Any, objectives: Sequence[str]) -> None:
+    """Store the objectives' names on the study (Optuna's metric names, ``study.set_metric_names``),
+    unless it has them already: optuna-dashboard and ``trials_dataframe`` label values with them
+    instead of "Objective 0", "Objective 1"."""
+    names = list(objectives)
+    if study.metric_names != names:
+        _optuna()  # silences the ExperimentalWarning of set_metric_names
+        study.set_metric_names(names)
+
+
 def _queue_tickets(study: Any, n: int) -> None:
     optuna = _optuna()
     for _ in range(n):
@@ -237,6 +247,7 @@ def open_study(cfg: SearchConfig, store: StudyStorage, *, create: bool, wait_s: 
     except Exception as exc:  # noqa: BLE001 - storage errors vary; one line
         raise SearchError(f"storage {redact(store.url)}: {str(exc).strip().splitlines()[0]}") from None
     if created:
+        name_objectives(study, cfg.objectives)
         stored = {**cfg.study_attrs(), "population_size": population_size(cfg.trials)}
         study.set_user_attr(CONFIG_ATTR, stored)
         _queue_tickets(study, cfg.trials)
@@ -244,6 +255,7 @@ def open_study(cfg: SearchConfig, store: StudyStorage, *, create: bool, wait_s: 
         return study, stored
     stored = dict(_config_of(study, cfg.study, wait_s if not create else 5.0))
     cfg.check_against(stored)
+    name_objectives(study, stored.get("objectives", cfg.objectives))  # studies made before names were set
     budget = study.user_attrs.get(BUDGET_ATTR)
     if not create:
         deadline = time.monotonic() + wait_s
@@ -740,8 +752,10 @@ def open_results_study(study: str, results_dir: Path, storage: str | None) -> tu
 
 
 def write_study_results(study: str, results_dir: Path, storage: str | None = None) -> SearchSummary:
-    """Regenerate ``<results_dir>/<study>/`` from storage (``y7nas pareto``)."""
+    """Regenerate ``<results_dir>/<study>/`` from storage (``y7nas pareto``); names the study's
+    objectives in the storage when it lacks the names (:func:`name_objectives`)."""
     cfg, s, stored = open_results_study(study, results_dir, storage)
+    name_objectives(s, stored.get("objectives", cfg.objectives))
     return finish(cfg, s, stored)
 
 
@@ -757,5 +771,5 @@ def export_trial(study: str, number: int, results_dir: Path, storage: str | None
 
 
 __all__ = ["Evaluator", "Progress", "ProgressUpdate", "SearchSummary", "export_trial", "finish",
-           "load_study_config", "open_results_study", "open_study", "progress_update",
+           "load_study_config", "name_objectives", "open_results_study", "open_study", "progress_update",
            "reference_points", "run_search", "run_worker", "write_study_results"]
