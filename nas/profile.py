@@ -4,6 +4,12 @@ Conventions, said once here and in every report: ``macs`` are multiply-adds as c
 (convolutions, batch-norm, upsampling); ``gflops = 2·macs/1e9`` (the YOLO convention; EfficientNet
 reports multiply-adds as "FLOPS"). Latency is wall-clock per batch in inference mode, after
 warm-up, with CUDA synchronisation when timing on a GPU.
+
+Which network is counted: a model as built (training form) is counted with its auxiliary heads
+(IAuxDetect's ``m2`` convs and the layers feeding only them), exactly as YOLOv7's ``Model()``
+summary counts it, so ``params`` and ``gflops`` describe the same network. A fused model
+(:func:`nas.fuse.fuse`, deploy form) is counted as inference runs it, without the auxiliary heads;
+so is any model with ``aux=False``. Models without an auxiliary head count the same either way.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from nas.blocks import IAuxDetect
 from nas.errors import NasError
 
 # Ops our blocks emit that cost no multiply-adds worth counting (element-wise, pooling, shape).
@@ -77,11 +84,53 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3) -> tuple[int, dict]:
-    """Multiply-adds of one forward pass at ``img``×``img`` (total, by-module-name dict)."""
+def aux_heads(model: nn.Module) -> list[IAuxDetect]:
+    """The detect heads of ``model`` that have auxiliary outputs (IAuxDetect)."""
+    return [m for m in model.modules() if isinstance(m, IAuxDetect)]
+
+
+def counts_aux(model: nn.Module, aux: bool | None = None) -> bool:
+    """Whether a count of ``model`` includes auxiliary heads: ``aux`` when given, else the
+    model's own form (yes as built, no once fused; see the module docstring)."""
+    heads = aux_heads(model)
+    if not heads:
+        return False
+    return aux if aux is not None else not any(h.implicit_folded for h in heads)
+
+
+def inference_params(model: nn.Module) -> int:
+    """Parameters of what an inference forward runs: without IAuxDetect's ``m2`` convs and the
+    layers whose outputs reach only the auxiliary inputs (``count_params`` for other models)."""
+    heads = aux_heads(model)
+    sources = getattr(model, "sources", None)
+    if not heads or sources is None or getattr(model, "head", None) is not heads[0]:
+        return count_params(model)
+    head, last = heads[0], len(model.layers) - 1
+    needed, todo = {last}, [s if s >= 0 else last - 1 for s in sources[last][:head.nl]]
+    while todo:
+        i = todo.pop()
+        if i in needed or i < 0:
+            continue
+        needed.add(i)
+        todo += [s if s >= 0 else i - 1 for s in sources[i] if not (s == -1 and i == 0)]
+    return sum(count_params(model.layers[i]) for i in needed) - count_params(head.m2)
+
+
+def count_macs(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3,
+               aux: bool | None = None) -> tuple[int, dict]:
+    """Multiply-adds of one forward pass at ``img``×``img`` (total, by-module-name dict).
+
+    BN layers count in eval mode. With auxiliary heads counted (:func:`counts_aux`) those heads
+    run their training forward, which computes the auxiliary branch; else the eval forward,
+    whose trace leaves the auxiliary-only layers out.
+    """
     device = next(model.parameters()).device
     was_training = model.training
+    with_aux = counts_aux(model, aux)
     model.eval()
+    if with_aux:
+        for head in aux_heads(model):
+            head.train()
     try:
         x = torch.zeros(batch, in_channels, img, img, device=device)
         with _quiet_fvcore():
@@ -112,11 +161,16 @@ def _quiet_fvcore():
         logger.setLevel(level)
 
 
-def profile_model(model: nn.Module, img: int = 640, layers: bool = False) -> Profile:
-    """Params and multiply-adds; with ``layers`` a per-layer breakdown (Detector models)."""
+def profile_model(model: nn.Module, img: int = 640, layers: bool = False, aux: bool | None = None) -> Profile:
+    """Params and multiply-adds; with ``layers`` a per-layer breakdown (Detector models).
+
+    ``aux``: count auxiliary heads or not (default: the model's own form, :func:`counts_aux`).
+    ``params`` always counts every parameter the model holds (YOLOv7's convention, also after
+    fuse(), which keeps the auxiliary convs); see :func:`inference_params` for the other count.
+    """
     check_image_size(model, img)
     with _out_of_memory_as_error(model, img):
-        macs, by_module = count_macs(model, img)
+        macs, by_module = count_macs(model, img, aux=aux)
     costs: tuple[LayerCost, ...] = ()
     if layers and hasattr(model, "layers"):
         rows = []
@@ -238,25 +292,36 @@ def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: boo
                    device: str = "cpu", layers: bool = False) -> dict:
     """Everything ``y7nas profile`` prints, as one JSON-ready dict.
 
-    Keys: ``params``, ``macs``, ``gflops``, ``img`` (and ``layers`` when asked); with ``deploy``
-    also ``params_deploy``, ``macs_deploy``, ``gflops_deploy`` and ``max_abs_diff`` (fused vs
-    eval-mode original on a random image); with ``latency`` a ``latency_ms`` object measured on the
-    deploy form when ``deploy`` is set, else on the train form.
+    Keys: ``params``, ``macs``, ``gflops``, ``img``, ``aux_heads`` (and ``layers`` when asked);
+    ``params``/``gflops`` describe the model as built, auxiliary heads included (YOLOv7's
+    ``Model()`` summary). With auxiliary heads (IAuxDetect) also ``params_inference``,
+    ``macs_inference``, ``gflops_inference``: what an inference forward runs (main branch only,
+    unfused). With ``deploy`` also ``params_deploy`` (everything fuse() keeps, auxiliary convs
+    included, as YOLOv7's fuse()), ``macs_deploy``, ``gflops_deploy`` (inference cost of the fused
+    model: no auxiliary heads) and ``max_abs_diff`` (fused vs eval-mode original on a random image);
+    with ``latency`` a ``latency_ms`` object measured on the deploy form when ``deploy`` is set,
+    else on the train form.
     """
     from nas.fuse import fuse
 
     resolve_device(device)
     check_run_options(batch, runs, warmup, threads)
     check_image_size(model, img)
-    base = profile_model(model, img, layers=layers)
+    base = profile_model(model, img, layers=layers, aux=True)
+    has_aux = bool(aux_heads(model))
     report: dict = {"params": base.params, "macs": base.macs, "gflops": round(base.gflops, 4), "img": img,
-                    "flops_convention": "gflops = 2 * multiply-adds / 1e9 (fvcore count)"}
+                    "flops_convention": "gflops = 2 * multiply-adds / 1e9 (fvcore count)",
+                    "aux_heads": has_aux}
+    if has_aux:
+        inference = profile_model(model, img, aux=False)
+        report.update(params_inference=inference_params(model), macs_inference=inference.macs,
+                      gflops_inference=round(inference.gflops, 4))
     if layers:
         report["layers"] = [asdict(layer) for layer in base.layers]
     timed, form = model, "train"
     if deploy:
         fused = fuse(model)
-        fused_profile = profile_model(fused, img)
+        fused_profile = profile_model(fused, img, aux=False)
         report.update(params_deploy=fused_profile.params, macs_deploy=fused_profile.macs,
                       gflops_deploy=round(fused_profile.gflops, 4),
                       max_abs_diff=max_abs_difference(model, fused, img))
