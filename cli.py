@@ -267,6 +267,29 @@ def _print_front(summary) -> None:
         out.print(f"results: {summary.results_dir}/ ({files})", soft_wrap=True)
 
 
+def _search_space(cfg):
+    """The study's space; a one-shot search fixes the activation to its supernet's."""
+    from search_spaces import get_space
+
+    space = get_space(cfg.space, nc=cfg.nc)
+    if cfg.fidelity == "oneshot" and cfg.supernet:
+        from nas.supernet import read_checkpoint
+
+        space = space.fixed(activation=read_checkpoint(cfg.supernet)["meta"]["activation"])
+    return space
+
+
+def _oneshot_img(img: Optional[int], supernet: Optional[str], default: int = 320) -> int:
+    """--img as given, else the supernet's training size for a one-shot search, else ``default``."""
+    if img is not None:
+        return img
+    if supernet:
+        from nas.supernet import read_checkpoint
+
+        return int(read_checkpoint(supernet)["meta"]["img"])
+    return default
+
+
 def _run_search_cli(cfg) -> None:
     """Resolve the space and classes, run the search with a progress display, print the front."""
     from nas.search import get_fidelity, run_search
@@ -282,7 +305,7 @@ def _run_search_cli(cfg) -> None:
     cfg = cfg.replace(nc=nc)
     progress = _SearchProgress(err)
     try:
-        summary = run_search(cfg, get_space(cfg.space, nc=nc), progress=progress)
+        summary = run_search(cfg, _search_space(cfg), progress=progress)
     finally:
         progress.close()
     _print_front(summary)
@@ -315,13 +338,14 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
                                                  "postgresql+psycopg://..., journal:FILE)."),
            objectives: str = typer.Option("score,latency_ms", "--objectives",
                                           help="Comma list of score, params, gflops, latency_ms."),
-           fidelity: str = typer.Option("zero-cost", "--fidelity", help="flops, zero-cost or proxy."),
+           fidelity: str = typer.Option("zero-cost", "--fidelity", help="flops, zero-cost, proxy or oneshot."),
            sampler: Optional[str] = typer.Option(None, "--sampler", help="nsga2 (default for several "
                                                  "objectives), tpe (default for one) or random."),
            workers: int = typer.Option(1, "--workers", help="Worker processes on this machine."),
            seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the proxies."),
-           img: int = typer.Option(320, "--img", help="Square input size (multiple of 32)."),
-           data: str = typer.Option("synthetic", "--data", help="'synthetic' or a data YAML (zero-cost/proxy)."),
+           img: Optional[int] = typer.Option(None, "--img", help="Square input size (multiple of 32; default "
+                                             "320, or the supernet's with --fidelity oneshot)."),
+           data: str = typer.Option("synthetic", "--data", help="'synthetic' or a data YAML (zero-cost/proxy/oneshot)."),
            max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Constraint: latency ms."),
            max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Constraint: GFLOPs."),
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
@@ -329,6 +353,12 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per candidate (fidelity proxy)."),
            proxy_img: Optional[int] = typer.Option(None, "--proxy-img", help="Training size of the proxy (default --img; "
                                                    "latency and GFLOPs are always at --img)."),
+           supernet: Optional[str] = typer.Option(None, "--supernet", help="Trained supernet file "
+                                                  "(fidelity oneshot; from `y7nas supernet train`)."),
+           oneshot_calib: int = typer.Option(64, "--oneshot-calib", help="Training images that re-estimate "
+                                             "BatchNorm per candidate (fidelity oneshot)."),
+           oneshot_val: Optional[int] = typer.Option(None, "--oneshot-val", help="Val images per candidate "
+                                                     "(fidelity oneshot; default all)."),
            prune: bool = typer.Option(True, "--prune/--no-prune", help="Stop proxy trials early that cheaper-or-equal "
                                       "peers out-learn, and infeasible ones before training (fidelity proxy)."),
            prune_eta: int = typer.Option(3, "--prune-eta", help="Pruning: checks at epochs min·eta^k; stop when "
@@ -342,10 +372,12 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
 
     with user_errors():
         cfg = SearchConfig(study=study, space=space, trials=trials, objectives=objectives, fidelity=fidelity,
-                           sampler=sampler, workers=workers, seed=seed, img=img, data=data,
+                           sampler=sampler, workers=workers, seed=seed,
+                           img=_oneshot_img(img, supernet if fidelity == "oneshot" else None), data=data,
                            max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                            results_dir=results_dir, storage=storage, threads=threads, device=device,
                            proxy_epochs=proxy_epochs, proxy_subset=proxy_subset, proxy_img=proxy_img,
+                           supernet=supernet, oneshot_calib=oneshot_calib, oneshot_val=oneshot_val,
                            prune=prune, prune_eta=prune_eta, prune_min_epoch=prune_min_epoch)
         _run_search_cli(cfg)
 
@@ -362,7 +394,7 @@ def worker(study: str = typer.Option(..., "--study", help="Name of an existing s
     with user_errors():
         cfg = load_study_config(study, storage, threads=threads)
         get_fidelity(cfg.fidelity)().check_available()
-        space = get_space(cfg.space, nc=cfg.nc)
+        space = _search_space(cfg)
         progress = _SearchProgress(err)
         try:
             run_worker(cfg, space, progress=progress, threads=threads)

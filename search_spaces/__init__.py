@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 from nas.errors import SearchError
-from search_spaces._base import Dimension, SearchSpace, round8
+from search_spaces._base import Dimension, FixedSpace, SearchSpace, round8
 from search_spaces._elan import ElanRanges, ElanSpace, YoloV7Space, YoloV7TinySpace
 
 #: name → space class, in the order ``y7nas spaces`` lists them
@@ -28,5 +28,5 @@ def get_space(name: str, nc: int = 80) -> SearchSpace:
     return cls(nc=nc)
 
 
-__all__ = ["Dimension", "ElanRanges", "ElanSpace", "SPACES", "SearchSpace", "YoloV7Space",
+__all__ = ["Dimension", "ElanRanges", "ElanSpace", "FixedSpace", "SPACES", "SearchSpace", "YoloV7Space",
            "YoloV7TinySpace", "get_space", "round8"]

@@ -134,8 +134,55 @@ class SearchSpace(abc.ABC):
         text = json.dumps([self.name, self.nc, dims], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    def fixed(self, **values: Any) -> "SearchSpace":
+        """This space with some categorical dimensions narrowed to one value (e.g. the
+        activation of a one-shot search, which a supernet cannot share). The result has its own
+        signature; :attr:`unfixed` is this space."""
+        return FixedSpace(self, values)
+
+    @property
+    def unfixed(self) -> "SearchSpace":
+        """The space without fixed dimensions (itself for a plain space)."""
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, nc={self.nc})"
+
+
+class FixedSpace(SearchSpace):
+    """A space with some categorical dimensions fixed to one value (see :meth:`SearchSpace.fixed`)."""
+
+    def __init__(self, base: SearchSpace, values: Mapping[str, Any]):
+        super().__init__(base.nc)
+        dims = {d.name: d for d in base.dimensions()}
+        for name, value in values.items():
+            dim = dims.get(name)
+            if dim is None or dim.choices is None:
+                raise SearchError(f"space {base.name!r} has no categorical dimension {name!r}")
+            if value not in dim.choices:
+                raise SearchError(f"space {base.name!r}: {name} must be one of "
+                                  f"{', '.join(map(str, dim.choices))}, got {value!r}")
+        self.base, self.values = base, dict(values)
+        self.name, self.description = base.name, base.description
+        self._dims = tuple(Dimension(d.name, choices=(self.values[d.name],), condition=d.condition,
+                                     help=d.help) if d.name in self.values else d
+                           for d in base.dimensions())
+
+    @property
+    def unfixed(self) -> SearchSpace:
+        return self.base.unfixed
+
+    def dimensions(self) -> tuple[Dimension, ...]:
+        return self._dims
+
+    def active(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        return self.base.active(params)
+
+    def decode(self, params: Mapping[str, Any]) -> Genome:
+        for name, value in self.values.items():
+            if name in params and params[name] != value:
+                raise SearchError(f"space {self.name!r}: {name} is fixed to {value!r}, got {params[name]!r}")
+        return self.base.decode(params)
 
 
 def round8(value: float, minimum: int = 8) -> int:

@@ -29,7 +29,8 @@ CONSTRAINTS: Mapping[str, tuple[str, float]] = {
 
 #: fields that define a study: reopening it with other values is refused
 STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "data",
-                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img")
+                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img",
+                "supernet_sha", "oneshot_calib", "oneshot_val")
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CONFIG_ATTR = "y7nas:config"
@@ -73,6 +74,10 @@ class SearchConfig:
     proxy_epochs: int = 5
     proxy_subset: int | None = 256
     proxy_img: int | None = None
+    supernet: str | None = None
+    supernet_sha: str = ""
+    oneshot_calib: int = 64
+    oneshot_val: int | None = None
     prune: bool = True
     prune_eta: int = 3
     prune_min_epoch: int = 1
@@ -114,6 +119,12 @@ class SearchConfig:
         if self.proxy_img is not None and (self.proxy_img < 32 or self.proxy_img % 32):
             raise SearchError(f"--proxy-img must be a positive multiple of 32 (the largest stride), "
                               f"got {self.proxy_img}")
+        if self.fidelity == "oneshot" and not self.supernet:
+            raise SearchError("--fidelity oneshot needs --supernet FILE (made by `y7nas supernet train`)")
+        if self.oneshot_calib < 1:
+            raise SearchError(f"--oneshot-calib must be >= 1, got {self.oneshot_calib}")
+        if self.oneshot_val is not None and self.oneshot_val < 1:
+            raise SearchError(f"--oneshot-val must be >= 1, got {self.oneshot_val}")
         self.pruning_rule()  # validates --prune-eta / --prune-min-epoch
         if self.zero_cost_batch < 2:
             raise SearchError("the zero-cost batch needs at least 2 images")
@@ -186,6 +197,10 @@ class SearchConfig:
             "proxy_epochs": self.proxy_epochs if self.fidelity == "proxy" else None,
             "proxy_subset": self.proxy_subset if self.fidelity == "proxy" else None,
             "proxy_img": self.train_img if self.fidelity == "proxy" else None,
+            "supernet": self.supernet if self.fidelity == "oneshot" else None,
+            "supernet_sha": self.supernet_sha if self.fidelity == "oneshot" else None,
+            "oneshot_calib": self.oneshot_calib if self.fidelity == "oneshot" else None,
+            "oneshot_val": self.oneshot_val if self.fidelity == "oneshot" else None,
             "prune": self.prune,
             "prune_eta": self.prune_eta,
             "prune_min_epoch": self.prune_min_epoch,
@@ -223,6 +238,8 @@ class SearchConfig:
             zero_cost_batch=attrs.get("zero_cost_batch") or 16,
             proxy_epochs=attrs.get("proxy_epochs") or 5, proxy_subset=attrs.get("proxy_subset"),
             proxy_img=attrs.get("proxy_img"), prune=attrs.get("prune", True),
+            supernet=attrs.get("supernet"), supernet_sha=attrs.get("supernet_sha") or "",
+            oneshot_calib=attrs.get("oneshot_calib") or 64, oneshot_val=attrs.get("oneshot_val"),
             prune_eta=attrs.get("prune_eta", 3), prune_min_epoch=attrs.get("prune_min_epoch", 1),
             latency_runs=attrs.get("latency_runs", 10), latency_warmup=attrs.get("latency_warmup", 3),
             **limits)

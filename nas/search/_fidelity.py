@@ -21,6 +21,8 @@ Registered here:
                ``score`` is NASWOT (see docs/SEARCH.md for why), the others are recorded.
 ``proxy``      short proxy training (``nas.train.proxy_train``); ``score`` = val mAP@0.5:0.95,
                reported per epoch. Refused with a clear message where ``nas.train`` is missing.
+``oneshot``    weights inherited from a trained supernet (``nas.supernet``, ``--supernet``);
+               ``score`` = val mAP@0.5:0.95 after re-estimating BatchNorm on training images.
 """
 from __future__ import annotations
 
@@ -44,7 +46,9 @@ class EvalContext:
         data: ``synthetic`` or a data YAML path.
         batch: images in the zero-cost batch.
         threads: torch CPU threads of this worker.
-        options: fidelity settings from the study (proxy: ``epochs``, ``subset``, ``img``).
+        options: fidelity settings from the study (proxy: ``epochs``, ``subset``, ``img``;
+            oneshot: ``supernet``, ``calib``, ``val``).
+        space: the search space (the one-shot fidelity builds its supernet over it).
         report: ``report(step, value) -> stop`` records an intermediate value (per-epoch
             score); a True return asks the fidelity to stop early (pruning).
     """
@@ -56,6 +60,7 @@ class EvalContext:
     batch: int = 16
     threads: int | None = None
     options: dict = field(default_factory=dict)
+    space: Any = None
     report: Callable[[int, float], bool | None] = lambda step, value: None
     _images: Any = field(default=None, repr=False)
 
@@ -82,6 +87,9 @@ class Fidelity(abc.ABC):
 
     def check_available(self) -> None:
         """Raise :class:`SearchError` (one line) when this fidelity cannot run here."""
+
+    def prepare(self, context: EvalContext) -> None:
+        """Load what every evaluation needs, before any trial (errors are one line)."""
 
     @abc.abstractmethod
     def evaluate(self, genome: Any, model: Any, context: EvalContext) -> dict[str, float]:
@@ -152,6 +160,49 @@ class ProxyTrainFidelity(Fidelity):
                 "train_s": round(float(result.seconds), 3)}
 
 
+class OneShotFidelity(Fidelity):
+    """Weights inherited from a trained supernet: extract the candidate, re-estimate its
+    BatchNorm statistics on ``calib`` fixed training images, ``score`` = val mAP@0.5:0.95 (on
+    ``val`` images, or the whole val split). The supernet must have been trained on the same
+    space (signature), classes, image size and activation; anything else is one line before
+    any trial."""
+
+    name = "oneshot"
+    scores = True
+    needs_data = True
+    description = "weights inherited from a trained supernet (--supernet); score = val mAP@0.5:0.95"
+
+    def __init__(self) -> None:
+        self._scorer = None
+
+    def prepare(self, context: EvalContext) -> None:
+        from nas.supernet import OneShotScorer, check_meta, load_supernet
+
+        path = context.options.get("supernet")
+        if not path:
+            raise SearchError("fidelity 'oneshot' needs --supernet FILE (made by `y7nas supernet train`)")
+        if context.space is None:
+            raise SearchError("fidelity 'oneshot' needs the search space to rebuild the supernet")
+        net = load_supernet(path, context.space, device=context.device)
+        check_meta(net.meta, path, img=context.img)
+        fixed = next((d.choices for d in context.space.dimensions() if d.name == "activation"), None)
+        if fixed is not None and tuple(fixed) != (net.activation,):
+            raise SearchError(f"{path}: the supernet is for activation {net.activation!r} only; fix the "
+                              f"space's activation to it (the CLI does) instead of {', '.join(fixed)}")
+        net.eval()
+        self._scorer = OneShotScorer(net, context.data, context.img,
+                                     calib_images=int(context.options.get("calib") or 64),
+                                     val_subset=context.options.get("val"), seed=context.seed,
+                                     device=context.device)
+
+    def evaluate(self, genome, model, context):
+        if self._scorer is None:
+            self.prepare(context)
+        s = self._scorer.score(genome)
+        return {"score": float(s.map50_95), "map50_95": float(s.map50_95), "map50": float(s.map50),
+                "oneshot_s": round(float(s.seconds), 3)}
+
+
 #: name → fidelity class
 FIDELITIES: dict[str, type[Fidelity]] = {}
 
@@ -164,7 +215,7 @@ def register_fidelity(cls: type[Fidelity]) -> type[Fidelity]:
     return cls
 
 
-for _cls in (FlopsFidelity, ZeroCostFidelity, ProxyTrainFidelity):
+for _cls in (FlopsFidelity, ZeroCostFidelity, ProxyTrainFidelity, OneShotFidelity):
     register_fidelity(_cls)
 
 
@@ -176,5 +227,5 @@ def get_fidelity(name: str) -> type[Fidelity]:
         raise SearchError(f"unknown fidelity {name!r} (valid: {', '.join(FIDELITIES)})") from None
 
 
-__all__ = ["EvalContext", "FIDELITIES", "Fidelity", "FlopsFidelity", "ProxyTrainFidelity",
+__all__ = ["EvalContext", "FIDELITIES", "Fidelity", "FlopsFidelity", "OneShotFidelity", "ProxyTrainFidelity",
            "ZeroCostFidelity", "get_fidelity", "register_fidelity"]

@@ -86,14 +86,15 @@ class SearchSummary:
 class Evaluator:
     """Builds, profiles and scores one genome (one per worker process)."""
 
-    def __init__(self, cfg: SearchConfig, threads: int | None = None):
+    def __init__(self, cfg: SearchConfig, threads: int | None = None, space: Any = None):
         self.cfg = cfg
         self.threads = threads
         self.fidelity = get_fidelity(cfg.fidelity)()
         self.context = EvalContext(img=cfg.img, device=cfg.device, seed=cfg.seed, data=cfg.data,
-                                   batch=cfg.zero_cost_batch, threads=threads,
+                                   batch=cfg.zero_cost_batch, threads=threads, space=space,
                                    options={"epochs": cfg.proxy_epochs, "subset": cfg.proxy_subset,
-                                            "img": cfg.train_img})
+                                            "img": cfg.train_img, "supernet": cfg.supernet,
+                                            "calib": cfg.oneshot_calib, "val": cfg.oneshot_val})
 
     def prepare(self) -> None:
         """Fail early (before any trial) when the fidelity or its data cannot be used."""
@@ -103,6 +104,7 @@ class Evaluator:
         resolve_device(self.cfg.device)
         if self.fidelity.needs_data:
             self.context.images()
+        self.fidelity.prepare(self.context)
 
     def measure(self, genome: Any, monitor: TrialMonitor | None = None) -> dict[str, float]:
         """Params, GFLOPs (deploy form), deploy latency when needed, then the fidelity's metrics.
@@ -192,7 +194,12 @@ def _config_of(study: Any, name: str, wait_s: float) -> Mapping[str, Any]:
 def _with_space(cfg: SearchConfig, space: Any) -> SearchConfig:
     if cfg.space != space.name:
         raise SearchError(f"config names space {cfg.space!r} but the space object is {space.name!r}")
-    return cfg.replace(space_signature=space.signature(), nc=space.nc,
+    sha = cfg.supernet_sha
+    if cfg.fidelity == "oneshot" and cfg.supernet:
+        from nas.supernet import file_sha
+
+        sha = file_sha(cfg.supernet)
+    return cfg.replace(space_signature=space.signature(), nc=space.nc, supernet_sha=sha,
                        dimensions=tuple(d.name for d in space.dimensions()))
 
 
@@ -538,7 +545,7 @@ def run_worker(cfg: SearchConfig, space: Any, *, progress: Progress | None = Non
                store: StudyStorage | None = None, evaluator: Evaluator | None = None) -> None:
     """Join an existing study and run trials until it has its budget of evaluated trials."""
     cfg = _with_space(cfg, space)
-    evaluator = evaluator or Evaluator(cfg, threads or _threads_per_worker(cfg))
+    evaluator = evaluator or Evaluator(cfg, threads or _threads_per_worker(cfg), space)
     evaluator.prepare()
     store = store or open_storage(cfg.storage_url, heartbeat_interval=cfg.heartbeat_interval,
                                   grace_period=cfg.grace_period, create_dirs=False)
@@ -572,7 +579,7 @@ def run_search(cfg: SearchConfig, space: Any, *, progress: Progress | None = Non
     """
     cfg = _with_space(cfg, space)
     threads = _threads_per_worker(cfg)
-    evaluator = Evaluator(cfg, threads)
+    evaluator = Evaluator(cfg, threads, space)
     evaluator.prepare()  # refuse an unusable fidelity/data/device before touching the storage
     store = open_storage(cfg.storage_url, heartbeat_interval=cfg.heartbeat_interval,
                          grace_period=cfg.grace_period)

@@ -89,6 +89,12 @@ def covering_genomes(space: Any, activation: str) -> list[Genome]:
     return out
 
 
+def unfixed_signature(space: Any) -> str:
+    """The signature of the space a supernet covers: with fixed dimensions (a one-shot search
+    fixes the activation) undone, as the supernet was trained on the whole space."""
+    return getattr(space, "unfixed", space).signature()
+
+
 def build_plain(genome: Genome) -> tuple[nn.Module, list[str | None]]:
     """``build_model(expand(genome))`` and the row slots of that expansion."""
     cfg, slots = expand_with_slots(genome)
@@ -196,7 +202,7 @@ class Supernet(nn.Module):
                                 f"({', '.join(choices)})")
         self.space = space
         self.activation = activation
-        self.meta = {"space": space.name, "signature": space.signature(), "nc": int(space.nc),
+        self.meta = {"space": space.name, "signature": unfixed_signature(space), "nc": int(space.nc),
                      "activation": activation}
         self._layouts: dict[str, _Layout] = {}
         self._cache: OrderedDict[Genome, _Active] = OrderedDict()

@@ -19,7 +19,7 @@ from nas.errors import NasError
 from nas.evaluate import evaluate, ground_truth, make_eval_loader
 from nas.genome import Genome
 from nas.loss import DetectionLoss
-from nas.supernet._supernet import Supernet, SupernetError, extract, sample_genome
+from nas.supernet._supernet import Supernet, SupernetError, extract, sample_genome, unfixed_signature
 from nas.train._optim import NOMINAL_BATCH, ModelEMA, Schedule, build_optimizer
 
 FORMAT = "y7nas-supernet/1"
@@ -123,12 +123,26 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def file_sha(path: str | Path) -> str:
+    """First 16 hex digits of the file's sha256 (a study records which supernet scored it)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise SupernetError(f"{path}: supernet file not found")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def load_supernet(path: str | Path, space: Any, device: str = "cpu") -> Supernet:
     """The trained supernet in ``path`` for ``space`` (its name, signature and class count must
     be the file's; one line naming the mismatch otherwise)."""
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
-    check_meta(meta, path, space=space.name, signature=space.signature(), nc=space.nc)
+    check_meta(meta, path, space=space.name, signature=unfixed_signature(space), nc=space.nc)
     if not meta.get("complete"):
         raise SupernetError(f"{path}: training stopped after epoch {meta.get('epochs_done')} of "
                             f"{meta.get('epochs')}; re-run 'y7nas supernet train' to finish it")
@@ -172,7 +186,7 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
     data_cfg = data if isinstance(data, DataConfig) else load_data_config(data)
     if data_cfg.nc != space.nc:
         raise SupernetError(f"the data has {data_cfg.nc} classes but the space was made for {space.nc}")
-    meta = {"format": FORMAT, "space": space.name, "signature": space.signature(), "nc": int(space.nc),
+    meta = {"format": FORMAT, "space": space.name, "signature": unfixed_signature(space), "nc": int(space.nc),
             "img": config.img, "activation": config.activation, "epochs": config.epochs,
             "settings": config.settings(), "data": str(data_cfg.source) if data_cfg.source else None,
             "epochs_done": 0, "complete": False}
