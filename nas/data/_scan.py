@@ -5,15 +5,25 @@ Conventions follow YOLOv5/v7: the label of ``.../images/.../x.jpg`` is
 ``cls cx cy w h`` normalised to [0, 1] (polygon rows ``cls x1 y1 x2 y2 ...`` are turned into
 their bounding box, as YOLOv5 does). An image without a label file, or with an empty one, is a
 background image. An image whose label file has any bad row is dropped whole.
+
+Reporting: every scan ends in one summary line (YOLOv5's "N found, M missing, K corrupt") and,
+when anything was dropped or ignored, a details file listing each problem. :func:`scan_split`
+hands its :class:`ScanSummary` to the current scan reporter — by default :func:`report_scan`,
+which prints the line on stderr when something was dropped or ignored and nothing for a clean
+split — so every command that loads data through :func:`scan_split` tells the user, with no
+code of its own. :func:`scan_reporter` swaps the reporter (a callback, or None to stay silent).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -28,14 +38,64 @@ _EXIF_ORIENTATION = 274
 _log = logging.getLogger("y7nas.data")
 
 
+#: Why an image was dropped, in the order the summary names them: kind → what the summary says.
+DROP_REASONS = {
+    "class": "class id out of range",
+    "coords": "coordinates outside [0, 1]",
+    "columns": "wrong column count",
+    "number": "non-numeric values",
+    "finite": "non-finite values",
+    "size": "zero-size boxes",
+    "label-file": "unreadable label file",
+    "unreadable": "unreadable image",
+    "missing": "image file missing",
+    "format": "unsupported image format",
+    "small": "image too small",
+}
+
+
 @dataclass(frozen=True)
 class ScanStats:
-    """Counts of one scan. ``images`` are the images kept, backgrounds included."""
+    """Counts of one scan. ``images`` are the images kept, backgrounds included.
+
+    ``found``: images listed by the split; ``missing_labels``: kept images without a label file
+    (backgrounds, YOLOv5's "missing"); ``dropped``: (reason, images) pairs summing to
+    ``corrupt``, reasons from :data:`DROP_REASONS`; ``duplicate_rows``: label rows removed as
+    duplicates; ``orphan_labels``: label files matching no image (ignored).
+    """
 
     images: int
     backgrounds: int
     corrupt: int
     orphan_labels: int
+    found: int = 0
+    missing_labels: int = 0
+    duplicate_rows: int = 0
+    dropped: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        """Nothing dropped, ignored, removed or missing: nothing worth telling the user."""
+        return not (self.corrupt or self.orphan_labels or self.missing_labels or self.duplicate_rows)
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """What one scan has to say: the split, its counts, the one-line ``text`` and the details
+    file (None when nothing went wrong). ``str(summary)`` is the line."""
+
+    split: str
+    stats: ScanStats
+    text: str
+    log_path: Path | None = None
+    source: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.stats.clean
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,9 +125,48 @@ class SplitIndex:
     summary: str
     log_path: Path | None = None
     problems: tuple[str, ...] = field(default=(), repr=False)
+    source: str = ""
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def scan(self) -> ScanSummary:
+        """This split's :class:`ScanSummary` (what :func:`report_scan` prints)."""
+        return ScanSummary(self.split, self.stats, self.summary, self.log_path, self.source)
+
+
+def report_scan(summary: ScanSummary | SplitIndex, stream: TextIO | None = None) -> bool:
+    """Print ``summary``'s line on ``stream`` (default: the current ``sys.stderr``) when the scan
+    dropped or ignored something; a clean scan prints nothing. Returns whether it printed."""
+    if isinstance(summary, SplitIndex):
+        summary = summary.scan
+    if summary.clean:
+        return False
+    stream = sys.stderr if stream is None else stream
+    stream.write(f"{summary.source}: {summary.text}\n" if summary.source else f"{summary.text}\n")
+    stream.flush()
+    return True
+
+
+_REPORTERS: list[Callable[[ScanSummary], object] | None] = []
+
+
+@contextlib.contextmanager
+def scan_reporter(callback: Callable[[ScanSummary], object] | None) -> Iterator[None]:
+    """Within the block, :func:`scan_split` hands each summary to ``callback`` (None: to no one)
+    instead of :func:`report_scan`."""
+    _REPORTERS.append(callback)
+    try:
+        yield
+    finally:
+        _REPORTERS.pop()
+
+
+def _emit(summary: ScanSummary) -> None:
+    callback = _REPORTERS[-1] if _REPORTERS else report_scan
+    if callback is not None:
+        callback(summary)
 
 
 def img2label_path(image: Path | str) -> Path:
@@ -104,6 +203,9 @@ def scan_split(config: DataConfig, split: str = "train", *,
                log_path: Path | str | None = None) -> SplitIndex:
     """Scan split ``split`` of ``config``: keep valid images, count and log the rest.
 
+    The summary goes to the current scan reporter (default :func:`report_scan`: a line on stderr
+    when something was dropped or ignored) and to the ``y7nas.data`` logger.
+
     Args:
         config: the dataset.
         split: 'train' or 'val'.
@@ -119,19 +221,25 @@ def scan_split(config: DataConfig, split: str = "train", *,
         images += list_images(src)
     problems: list[str] = []
     kept, labels, shapes = [], [], []
-    backgrounds = corrupt = 0
+    backgrounds = missing_labels = duplicates = 0
+    dropped: Counter = Counter()
     for image in images:
-        shape, err = image_shape(image)
+        shape, err, kind = _image_check(image)
         label_path = img2label_path(image)
-        rows, label_errs, notes = (None, [], [])
-        if err is None and label_path.is_file():
-            rows, label_errs, notes = parse_label_file(label_path, config.nc)
+        rows, label_errs, notes, dup = (None, [], [], 0)
+        has_label = label_path.is_file()
+        if err is None and has_label:
+            rows, label_errs, notes, dup = _parse_label_file(label_path, config.nc)
         problems += notes
         if err is not None or label_errs:
-            corrupt += 1
+            dropped[kind if err is not None else label_errs[0][0]] += 1
             problems += [f"{image}: {err} (image dropped)"] if err else []
-            problems += [f"{e} (image {image.name} dropped)" for e in label_errs]
+            problems += [f"{e} (image {image.name} dropped)" for _k, e in label_errs]
             continue
+        duplicates += dup
+        if not has_label:
+            missing_labels += 1
+            problems.append(f"{image}: no label file {label_path} (used as a background image)")
         rows = np.zeros((0, 5), np.float32) if rows is None else rows
         backgrounds += len(rows) == 0
         kept.append(image)
@@ -140,32 +248,54 @@ def scan_split(config: DataConfig, split: str = "train", *,
     orphans = find_orphan_labels(sources, images)
     problems += [f"{p}: label file without image (ignored)" for p in orphans]
 
-    stats = ScanStats(len(kept), backgrounds, corrupt, len(orphans))
+    stats = ScanStats(len(kept), backgrounds, sum(dropped.values()), len(orphans), found=len(images),
+                      missing_labels=missing_labels, duplicate_rows=duplicates,
+                      dropped=tuple((k, dropped[k]) for k in DROP_REASONS if dropped[k]))
     written = _write_log(problems, log_path, config.root, split) if problems else None
     summary = format_summary(split, stats, written)
     _log.info(summary)
     if not kept:
         where = f"{config.source or config.root}: {split}"
         raise DataError(f"no valid images left ({summary})", where=where)
-    return SplitIndex(split, tuple(kept), tuple(labels), tuple(shapes), config.nc, config.names,
-                      stats, summary, written, tuple(problems))
+    index = SplitIndex(split, tuple(kept), tuple(labels), tuple(shapes), config.nc, config.names,
+                       stats, summary, written, tuple(problems), str(config.source or config.root))
+    _emit(index.scan)
+    return index
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def format_summary(split: str, stats: ScanStats, log_path: Path | None) -> str:
-    """The one-line summary of a scan."""
-    s = (f"{split}: {stats.images} images, {stats.backgrounds} backgrounds, "
-         f"{stats.corrupt} corrupt")
+    """The one-line summary of a scan, e.g. ``train: 20 images found, 11 kept (4 backgrounds,
+    2 without a label file), 9 corrupt dropped (class id out of range: 3, unreadable image: 2,
+    …), 1 label file without image ignored; details in <file>``."""
+    kept = f"{_count(stats.backgrounds, 'background')}"
+    if stats.missing_labels:
+        kept += f", {stats.missing_labels} without a label file"
+    s = f"{split}: {_count(stats.found, 'image')} found, {stats.images} kept ({kept}), {stats.corrupt} corrupt dropped"
+    if stats.dropped:
+        s += " (" + ", ".join(f"{DROP_REASONS[k]}: {n}" for k, n in stats.dropped) + ")"
     if stats.orphan_labels:
-        s += f", {stats.orphan_labels} label{'s' * (stats.orphan_labels != 1)} without image"
+        s += f", {_count(stats.orphan_labels, 'label file')} without image ignored"
+    if stats.duplicate_rows:
+        s += f", {_count(stats.duplicate_rows, 'duplicate label row')} removed"
     return s + (f"; details in {log_path}" if log_path else "")
 
 
 def image_shape(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     """(height, width) of an image after EXIF rotation, or (None, reason) when unusable."""
+    shape, err, _kind = _image_check(path)
+    return shape, err
+
+
+def _image_check(path: Path) -> tuple[tuple[int, int] | None, str | None, str | None]:
+    """:func:`image_shape` plus the :data:`DROP_REASONS` kind of a failure."""
     if path.suffix.lower() not in IMG_FORMATS:
-        return None, f"unsupported image format {path.suffix!r}"
+        return None, f"unsupported image format {path.suffix!r}", "format"
     if not path.is_file():
-        return None, "image file missing"
+        return None, "image file missing", "missing"
     try:
         with Image.open(path) as im:
             im.verify()
@@ -173,15 +303,15 @@ def image_shape(path: Path) -> tuple[tuple[int, int] | None, str | None]:
             w, h = im.size
             orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
-        return None, "unreadable image (not a JPEG/PNG/BMP file)"
+        return None, "unreadable image (not a JPEG/PNG/BMP file)", "unreadable"
     except (OSError, SyntaxError, ValueError) as e:
         reason = " ".join(str(e).replace(str(path), "").split()) or e.__class__.__name__
-        return None, f"unreadable image ({reason})"
+        return None, f"unreadable image ({reason})", "unreadable"
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     if min(w, h) < MIN_IMAGE_SIDE:
-        return None, f"image too small ({w}x{h})"
-    return (h, w), None
+        return None, f"image too small ({w}x{h})", "small"
+    return (h, w), None, None
 
 
 def parse_label_file(path: Path, nc: int) -> tuple[np.ndarray | None, list[str], list[str]]:
@@ -189,55 +319,67 @@ def parse_label_file(path: Path, nc: int) -> tuple[np.ndarray | None, list[str],
 
     Errors make the image unusable; notes (duplicate rows removed) do not.
     """
+    rows, errors, notes, _dup = _parse_label_file(path, nc)
+    return rows, [e for _kind, e in errors], notes
+
+
+def _parse_label_file(path: Path, nc: int) -> tuple[np.ndarray | None, list[tuple[str, str]], list[str], int]:
+    """:func:`parse_label_file` with (kind, error) pairs and the number of duplicate rows."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        return None, [f"{path}: unreadable label file ({e.__class__.__name__})"], []
+        return None, [("label-file", f"{path}: unreadable label file ({e.__class__.__name__})")], [], 0
     rows, errors = [], []
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        row, err = parse_label_row(line, nc)
+        row, err, kind = _check_row(line, nc)
         if err:
-            errors.append(f"{path} line {i}: {err}")
+            errors.append((kind, f"{path} line {i}: {err}"))
         else:
             rows.append(row)
     if errors:
-        return None, errors, []
+        return None, errors, [], 0
     arr = np.array(rows, np.float32).reshape(-1, 5)
     uniq, first = np.unique(arr, axis=0, return_index=True)
-    notes = []
-    if len(uniq) < len(arr):
-        notes.append(f"{path}: {len(arr) - len(uniq)} duplicate row(s) removed")
+    notes, duplicates = [], len(arr) - len(uniq)
+    if duplicates:
+        notes.append(f"{path}: {duplicates} duplicate row(s) removed")
         arr = arr[np.sort(first)]
-    return arr, [], notes
+    return arr, [], notes, duplicates
 
 
 def parse_label_row(line: str, nc: int) -> tuple[list[float] | None, str | None]:
     """One ``cls cx cy w h`` (or polygon) row → (values, None) or (None, what is wrong)."""
+    row, err, _kind = _check_row(line, nc)
+    return row, err
+
+
+def _check_row(line: str, nc: int) -> tuple[list[float] | None, str | None, str | None]:
+    """:func:`parse_label_row` plus the :data:`DROP_REASONS` kind of an error."""
     parts = line.split()
     if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
-        return None, f"{len(parts)} columns, expected 5 (cls cx cy w h)"
+        return None, f"{len(parts)} columns, expected 5 (cls cx cy w h)", "columns"
     try:
         values = [float(v) for v in parts]
     except ValueError:
-        return None, f"non-numeric value in {line.strip()!r}"
+        return None, f"non-numeric value in {line.strip()!r}", "number"
     if not all(np.isfinite(values)):
-        return None, f"non-finite value in {line.strip()!r}"
+        return None, f"non-finite value in {line.strip()!r}", "finite"
     cls = values[0]
     if cls != int(cls) or not 0 <= cls < nc:
-        return None, f"class id {parts[0]} outside 0..{nc - 1}"
+        return None, f"class id {parts[0]} outside 0..{nc - 1}", "class"
     coords = values[1:]
     if min(coords) < -COORD_EPS or max(coords) > 1 + COORD_EPS:
-        return None, f"coordinates outside [0, 1] in {line.strip()!r}"
+        return None, f"coordinates outside [0, 1] in {line.strip()!r}", "coords"
     coords = [min(max(c, 0.0), 1.0) for c in coords]
     if len(parts) > 5:  # polygon → its bounding box
         xs, ys = coords[0::2], coords[1::2]
         coords = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2,
                   max(xs) - min(xs), max(ys) - min(ys)]
     if coords[2] <= 0 or coords[3] <= 0:
-        return None, f"non-positive box width/height in {line.strip()!r}"
-    return [cls, *coords], None
+        return None, f"non-positive box width/height in {line.strip()!r}", "size"
+    return [cls, *coords], None, None
 
 
 def find_orphan_labels(sources: Iterable[Path], images: Iterable[Path]) -> list[Path]:

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nas.data import img2label_path, load_data_config, scan_split
+import io
+
+from nas.data import img2label_path, load_data_config, report_scan, scan_reporter, scan_split
 from nas.errors import DataError
 
 
@@ -60,8 +62,14 @@ def test_counts_summary_and_log(messy):
     log = root / "y7nas-scan-train.log"
     assert (index.stats.images, index.stats.backgrounds, index.stats.corrupt,
             index.stats.orphan_labels) == (5, 2, 7, 1)
-    assert index.summary == (f"train: 5 images, 2 backgrounds, 7 corrupt, 1 label without image; "
-                             f"details in {log}")
+    assert (index.stats.found, index.stats.missing_labels, index.stats.duplicate_rows) == (12, 1, 1)
+    assert dict(index.stats.dropped) == {"class": 2, "coords": 1, "columns": 1, "number": 1, "size": 1,
+                                         "unreadable": 1}
+    assert index.summary == (
+        "train: 12 images found, 5 kept (2 backgrounds, 1 without a label file), 7 corrupt dropped "
+        "(class id out of range: 2, coordinates outside [0, 1]: 1, wrong column count: 1, "
+        "non-numeric values: 1, zero-size boxes: 1, unreadable image: 1), 1 label file without "
+        f"image ignored, 1 duplicate label row removed; details in {log}")
     assert index.log_path == log and "\n" not in index.summary
     lines = log.read_text().splitlines()
     for name in ("cols", "range", "cls", "negcls", "text", "zero"):
@@ -69,7 +77,8 @@ def test_counts_summary_and_log(messy):
     assert any("garbage.jpg: unreadable image" in line for line in lines)
     assert any("orphan.txt: label file without image" in line for line in lines)
     assert any("dup.txt: 1 duplicate row(s) removed" in line for line in lines)
-    assert len(lines) == 9
+    assert any("bg.bmp: no label file" in line and "background" in line for line in lines)
+    assert len(lines) == 10
     assert any("cls.txt line 2: class id 2 outside 0..1" in line for line in lines)
     assert any("cols.txt line 1: 4 columns" in line for line in lines)
 
@@ -83,9 +92,34 @@ def test_counts_summary_and_log(messy):
 
 
 def test_clean_split_writes_no_log(messy, tmp_path):
+    _label(tmp_path / "labels" / "val" / "v.txt", "")  # an empty label file: a clean background
     index = scan_split(load_data_config(messy), "val", log_path=tmp_path / "x.log")
-    assert index.summary == "val: 1 images, 1 backgrounds, 0 corrupt"
+    assert index.summary == "val: 1 image found, 1 kept (1 background), 0 corrupt dropped"
     assert index.log_path is None and not (tmp_path / "x.log").exists()
+    assert index.scan.clean and not report_scan(index, io.StringIO())
+
+
+def test_a_missing_label_file_is_reported_not_dropped(messy, tmp_path):
+    index = scan_split(load_data_config(messy), "val")
+    assert len(index) == 1 and index.stats.missing_labels == 1 and not index.scan.clean
+    assert "1 kept (1 background, 1 without a label file)" in index.summary
+    assert "v.png: no label file" in index.log_path.read_text()
+
+
+def test_scan_split_reports_on_stderr_and_the_reporter_can_be_swapped(messy, capsys):
+    cfg = load_data_config(messy)
+    index = scan_split(cfg, "train")
+    err = capsys.readouterr().err
+    assert err == f"{messy}: {index.summary}\n" and f"details in {index.log_path}" in err
+    seen = []
+    with scan_reporter(seen.append):
+        scan_split(cfg, "train")
+    with scan_reporter(None):
+        scan_split(cfg, "train")
+    assert capsys.readouterr().err == ""
+    assert [s.text for s in seen] == [index.summary] and seen[0].split == "train"
+    stream = io.StringIO()
+    assert report_scan(seen[0], stream) and stream.getvalue() == f"{messy}: {index.summary}\n"
 
 
 def test_list_file_split_and_polygon_rows(tmp_path):
@@ -109,7 +143,7 @@ def test_all_bad_raises(tmp_path):
     with pytest.raises(DataError) as e:
         scan_split(load_data_config(y), "train")
     msg = str(e.value)
-    assert "no valid images left" in msg and "0 images, 0 backgrounds, 2 corrupt" in msg
+    assert "no valid images left" in msg and "2 images found, 0 kept (0 backgrounds), 2 corrupt dropped" in msg
     assert "\n" not in msg
 
 
