@@ -1,0 +1,149 @@
+"""Does the one-shot search beat the hand design? yolov7-tiny vs the best candidate found under
+0.8x its latency.
+
+1. Times the yolov7-tiny preset (deploy form, batch 1, ``--threads``) at ``--img``: the budget is
+   ``--budget`` (0.8) x that latency.
+2. Trains (or, with ``--supernet``, reuses) the supernet of the ``yolov7-tiny`` space with the
+   preset's activation (LeakyReLU), then runs the real one-shot search (``run_search``,
+   ``--fidelity oneshot``, objectives score + latency, ``max_latency`` = the budget) for
+   ``--trials`` candidates.
+3. Takes the best-scoring feasible candidate, re-times it and the preset side by side
+   (interleaved rounds), and trains both from scratch with the same recipe, data and epochs.
+4. Prints both mAPs and latencies side by side. Goal: found mAP ≥ preset mAP at ≤ 0.8x latency.
+
+Run: ``.venv/bin/python benchmarks/beats_hand_design.py [--img 128] [--supernet-epochs 16]
+[--trials 100] [--train-epochs 30] [--threads 1] [--json FILE]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from nas.build import build_model
+from nas.cfg import parse_cfg
+from nas.data import load_data_config
+from nas.expand import expand
+from nas.fuse import fuse
+from nas.genome import Genome
+from nas.presets import PRESETS
+from nas.profile import measure_latency
+from nas.search import SearchConfig, run_search
+from nas.supernet import SupernetConfig, train_supernet
+from nas.train import proxy_train
+from search_spaces import get_space
+
+
+def deploy_latency(genome: Genome, img: int, threads: int, runs: int) -> float:
+    torch.manual_seed(0)
+    model = fuse(build_model(parse_cfg(expand(genome), source="bench"))).eval()
+    return measure_latency(model, img, batch=1, runs=runs, warmup=5, threads=threads,
+                           form="deploy").median
+
+
+def side_by_side_latency(genomes: dict[str, Genome], img: int, threads: int, runs: int,
+                         rounds: int = 3) -> dict[str, float]:
+    """Median over ``rounds`` interleaved timings of each genome (load on a shared machine
+    then hits both alike)."""
+    times: dict[str, list[float]] = {k: [] for k in genomes}
+    for _ in range(rounds):
+        for key, g in genomes.items():
+            times[key].append(deploy_latency(g, img, threads, runs))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="synthetic")
+    p.add_argument("--img", type=int, default=128)
+    p.add_argument("--budget", type=float, default=0.8)
+    p.add_argument("--supernet", default=None, help="reuse this trained supernet file")
+    p.add_argument("--supernet-epochs", type=int, default=16)
+    p.add_argument("--subset", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--calib", type=int, default=64)
+    p.add_argument("--train-epochs", type=int, default=30)
+    p.add_argument("--latency-runs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", default="benchmarks/out")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = load_data_config(args.data)
+    preset = PRESETS["yolov7-tiny"].replace(nc=data.nc)
+    activation = preset.activation
+    report: dict = {"args": vars(args)}
+
+    preset_ms = deploy_latency(preset, args.img, args.threads, args.latency_runs)
+    budget = args.budget * preset_ms
+    print(f"yolov7-tiny deploy latency {preset_ms:.2f} ms at {args.img}px ({args.threads} thread): "
+          f"budget {budget:.2f} ms", flush=True)
+
+    space = get_space("yolov7-tiny", nc=data.nc)
+    path = Path(args.supernet) if args.supernet else out_dir / f"yolov7-tiny-{activation}-e{args.supernet_epochs}.pt"
+    t0 = time.perf_counter()
+    if not args.supernet:
+        config = SupernetConfig(epochs=args.supernet_epochs, img=args.img, batch=args.batch,
+                                seed=args.seed, activation=activation, subset=args.subset,
+                                calib_images=args.calib, threads=args.threads)
+        res = train_supernet(space, data, path, config,
+                             on_epoch=lambda s: print(f"  supernet epoch {s.epoch} loss {s.loss:.3f} "
+                                                      f"{s.seconds:.0f}s", flush=True))
+        report["supernet"] = {"seconds": res.seconds, "map50_95_largest": res.map50_95_largest,
+                              "map50_95_smallest": res.map50_95_smallest}
+        print(f"supernet trained in {res.seconds:.0f}s", flush=True)
+    t_search = time.perf_counter()
+    cfg = SearchConfig(study=f"beats-hand-design-{args.img}", space="yolov7-tiny", trials=args.trials,
+                       objectives=("score", "latency_ms"), fidelity="oneshot", supernet=str(path),
+                       img=args.img, data=args.data, nc=data.nc, max_latency=budget,
+                       threads=args.threads, seed=args.seed, oneshot_calib=args.calib,
+                       results_dir=out_dir, latency_runs=args.latency_runs)
+    summary = run_search(cfg, space.fixed(activation=activation))
+    search_s = time.perf_counter() - t_search
+    feasible = [r for r in summary.front if r.get("feasible") is not False]
+    if not feasible:
+        print("no candidate within the budget was found")
+        return
+    best = max(feasible, key=lambda r: r["score"])
+    models = cfg.study_dir / "models"
+    found = Genome.from_yaml((models / f"trial_{best['number']}.genome.yaml").read_text(),
+                             source="found")
+    print(f"search: {args.trials} candidates in {search_s:.0f}s; best within budget: trial "
+          f"{best['number']} one-shot mAP {best['score']:.4f}, {best['latency_ms']:.2f} ms", flush=True)
+
+    lat = side_by_side_latency({"preset": preset, "found": found}, args.img, args.threads,
+                               args.latency_runs)
+    maps = {}
+    for key, g in (("preset", preset), ("found", found)):
+        r = proxy_train(g, data, epochs=args.train_epochs, img=args.img, batch=args.batch,
+                        subset=args.subset, seed=args.seed, threads=args.threads,
+                        val_interval=args.train_epochs)
+        maps[key] = (r.map50, r.map50_95, r.seconds)
+        print(f"  trained {key}: mAP@0.5 {r.map50:.4f} mAP@0.5:0.95 {r.map50_95:.4f} ({r.seconds:.0f}s)",
+              flush=True)
+    params = {k: sum(q.numel() for q in build_model(parse_cfg(expand(g), source=k)).parameters())
+              for k, g in (("preset", preset), ("found", found))}
+    print(f"\n{'':8s} {'params':>10s} {'latency ms':>11s} {'mAP@0.5':>8s} {'mAP@.5:.95':>10s}")
+    for key in ("preset", "found"):
+        print(f"{key:8s} {params[key]:>10,} {lat[key]:>11.2f} {maps[key][0]:>8.4f} {maps[key][1]:>10.4f}")
+    ratio = lat["found"] / lat["preset"]
+    verdict = "meets" if maps["found"][1] >= maps["preset"][1] and ratio <= args.budget else "misses"
+    print(f"found/preset: latency {ratio:.2f}x, mAP@0.5:0.95 {maps['found'][1] - maps['preset'][1]:+.4f} "
+          f"-> {verdict} the goal (>= preset mAP at <= {args.budget}x latency)")
+    report.update(preset_ms_first=preset_ms, budget_ms=budget, search_s=search_s, best_trial=best["number"],
+                  found_genome=found.to_dict(), latency_ms=lat, maps=maps, params=params,
+                  latency_ratio=ratio, verdict=verdict)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
