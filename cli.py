@@ -461,6 +461,18 @@ def _train_progress(as_json: bool, epochs: int):
     return on_batch, on_epoch, progress
 
 
+def _inherited(path: Path, source, device: str):
+    """MODEL as a network holding the weights it inherits from the supernet in ``path``."""
+    from nas.recognise import recognise
+    from nas.supernet import inherited_model, read_checkpoint
+    from search_spaces import get_space
+
+    meta = read_checkpoint(path)["meta"]
+    genome = source.genome or recognise(source.cfg)
+    space = get_space(meta["space"], nc=meta["nc"])
+    return inherited_model(path, genome, space, device=device)
+
+
 @app.command("train")
 def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML or preset name."),
               data: str = typer.Option(..., "--data", help="Data YAML (YOLOv5/v7 style) or 'synthetic'."),
@@ -477,6 +489,8 @@ def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YA
               workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
               device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
               threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+              init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights MODEL "
+                                                       "inherits from this supernet (`y7nas supernet train`)."),
               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
               ) -> None:
     """Train a detector (SimOTA loss, EMA, warm-up + cosine): RUN_DIR/weights/last.pt, model.yaml, results.csv."""
@@ -491,8 +505,9 @@ def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YA
         run_dir = run_dir if exist_ok else unique_run_dir(run_dir)
         on_batch, on_epoch, ctx = _train_progress(as_json, epochs)
         (err if as_json else out).print(f"training {source.name} on {data} -> {run_dir}")
+        start = _inherited(init_from, source, device) if init_from else source.cfg
         with ctx:
-            result = train(source.cfg, data, config, run_dir=run_dir, on_batch=on_batch, on_epoch=on_epoch)
+            result = train(start, data, config, run_dir=run_dir, on_batch=on_batch, on_epoch=on_epoch)
     summary = {"model": source.name, "run_dir": str(run_dir), "weights": str(run_dir / "weights" / "last.pt"),
                "map50": result.map50, "map50_95": result.map50_95, "epochs": len(result.epochs),
                "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 2)}
@@ -610,10 +625,14 @@ def _print_finalists(result) -> None:
 
 
 def _run_finalists_cli(study: str, results_dir: Path, **options) -> None:
-    from nas.search import train_finalists
+    from nas.search import open_results_study, train_finalists
 
+    cfg, _s, _stored = open_results_study(study, Path(results_dir), options.get("storage"))
+    supernet = options.get("supernet") or (cfg.supernet if cfg.fidelity == "oneshot" else None)
+    space = _search_space(cfg.replace(supernet=supernet)) if supernet else None
     result = train_finalists(study, results_dir, progress=lambda line: err.print(line, markup=False,
-                                                                                 soft_wrap=True), **options)
+                                                                                 soft_wrap=True),
+                             space=space, **options)
     _print_finalists(result)
 
 
@@ -632,11 +651,18 @@ def finalists(study: str = typer.Option(..., "--study", help="Study name."),
               seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default: the study's)."),
               threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
               device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+              supernet: Optional[str] = typer.Option(None, "--supernet", help="Fine-tune each finalist from "
+                                                     "its inherited weights (default for a one-shot study: "
+                                                     "its supernet)."),
+              lr: Optional[float] = typer.Option(None, "--lr", help="Training rate (default: the proxy's "
+                                                 "0.01; 0.001 when fine-tuning)."),
               ) -> None:
-    """Proxy-train the finalists of a search's Pareto front: mAP next to the search score."""
+    """Train the finalists of a search's Pareto front (from scratch, or fine-tuned from a
+    supernet's inherited weights): mAP next to the search score."""
     with user_errors():
         _run_finalists_cli(study, results_dir, storage=storage, top=top, epochs=epochs, img=img,
-                           subset=subset, data=data, seed=seed, threads=threads, device=device)
+                           subset=subset, data=data, seed=seed, threads=threads, device=device,
+                           supernet=supernet, lr=lr)
 
 
 # ----------------------------------------------------------------------------- demo

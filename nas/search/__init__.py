@@ -21,8 +21,8 @@ from nas.search._pareto import dominates, hypervolume_2d, pareto_front, pareto_r
 from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
 from nas.search._results import records, write_results
 from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSummary, export_trial,
-                                load_study_config, open_study, progress_update, run_search, run_worker,
-                                write_study_results)
+                                load_study_config, open_results_study, open_study, progress_update,
+                                run_search, run_worker, write_study_results)
 from nas.search._storage import StudyStorage, open_storage
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
     "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",
     "ZeroCostFidelity", "constraint_values", "dominates", "draw_pareto", "export_trial", "get_fidelity",
-    "hypervolume_2d", "load_study_config", "make_sampler", "open_storage", "open_study", "pareto_front",
+    "hypervolume_2d", "load_study_config", "open_results_study", "make_sampler", "open_storage", "open_study", "pareto_front",
     "pareto_plot_data", "pareto_rows", "parse_objectives", "population_size", "progress_update",
     "records", "register_fidelity", "run_search", "run_worker", "spread_indices", "train_finalists",
     "write_results", "write_study_results",

@@ -94,7 +94,8 @@ def _fmt(value: Any) -> str:
 def train_finalists(study: str, results_dir: Path, storage: str | None = None, top: int = 4,
                     epochs: int = 5, img: int | None = None, subset: int | None = 256,
                     data: str | None = None, threads: int | None = 1, seed: int | None = None,
-                    device: str = "cpu", progress: Callable[[str], None] | None = None
+                    device: str = "cpu", progress: Callable[[str], None] | None = None,
+                    supernet: str | None = None, space: Any = None, lr: float | None = None
                     ) -> FinalistsResult:
     """Proxy-train up to ``top`` finalists of ``study``'s Pareto front; write finalists.csv/.json.
 
@@ -104,6 +105,10 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     a third to the time of a small model. ``progress(line)`` receives one line when each
     finalist starts and one when it ends. A :class:`NasError` while training one finalist is
     recorded as its ``fail_reason`` and the others go on.
+
+    With ``supernet`` (a one-shot study's default: its own supernet file) each finalist starts
+    from the weights it inherits instead of a random initialisation (fine-tuning; ``space`` is
+    the study's search space, ``lr`` the fine-tuning rate, default 0.001).
 
     Raises:
         SearchError: bad settings, an unknown study, or a study without a COMPLETE feasible
@@ -122,16 +127,21 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                           f"(run or finish the search first)")
     picks = [front[i] for i in spread_indices([r[objectives[0]] for r in front], top)]
     train_img = img or stored.get("proxy_img") or cfg.img  # a proxy study's own training size
+    supernet = supernet or (cfg.supernet if cfg.fidelity == "oneshot" else None)
+    if supernet and space is None:
+        raise SearchError("fine-tuning finalists from a supernet needs the study's search space")
     settings = {"top": top, "epochs": epochs, "img": train_img, "subset": subset,
                 "data": data or cfg.data, "seed": cfg.seed if seed is None else seed,
-                "threads": threads, "device": device}
+                "threads": threads, "device": device, "init_from": supernet,
+                "lr": (lr or 0.001) if supernet else lr}
+    start = "fine-tuning from inherited weights" if supernet else "proxy training"
     by_number = {t.number: t for t in trials}
     say = progress or (lambda line: None)
     rows: list[dict[str, Any]] = []
     for k, pick in enumerate(picks, 1):
         head = f"finalist {k}/{len(picks)}: trial {pick['number']}"
         shown = ", ".join(f"{o} {_fmt(pick[o])}" for o in objectives)
-        say(f"{head} ({shown}): proxy training {epochs} epoch(s) at {settings['img']} px on "
+        say(f"{head} ({shown}): {start} {epochs} epoch(s) at {settings['img']} px on "
             f"{subset or 'all'} images")
         row: dict[str, Any] = {"number": pick["number"], "genome_hash": pick.get("genome_hash", "")}
         for key in (*objectives, "params", "gflops"):
@@ -139,9 +149,15 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         row.update(map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="")
         try:
             genome = genome_of(by_number[pick["number"]])
-            result = proxy_train(genome, settings["data"], epochs=epochs, img=settings["img"],
+            model = genome
+            if supernet:
+                from nas.supernet import inherited_model
+
+                model = inherited_model(supernet, genome, space, device=device)
+            extra = {"lr": settings["lr"]} if settings["lr"] else {}
+            result = proxy_train(model, settings["data"], epochs=epochs, img=settings["img"],
                                  subset=subset, seed=settings["seed"], threads=threads, device=device,
-                                 val_interval=epochs)  # only the final mAP is used: validate once
+                                 val_interval=epochs, **extra)  # only the final mAP is used: validate once
         except NasError as exc:
             row["fail_reason"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             say(f"{head} failed: {row['fail_reason']}")

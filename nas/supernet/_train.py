@@ -152,6 +152,16 @@ def load_supernet(path: str | Path, space: Any, device: str = "cpu") -> Supernet
     return net.to(device)
 
 
+def inherited_model(path: str | Path, genome: Genome, space: Any, device: str = "cpu",
+                    calib: Sequence[torch.Tensor] | None = None) -> nn.Module:
+    """The plain network of ``genome`` with the weights it inherits from the supernet in
+    ``path`` (BatchNorm re-estimated on ``calib`` batches when given): the starting point of
+    ``y7nas train --init-from`` and of fine-tuned finalists."""
+    net = load_supernet(path, space, device=device)
+    model = extract(net, genome)
+    return recalibrate_bn(model, calib) if calib else model
+
+
 def check_meta(meta: dict, path: str | Path, **expected: Any) -> None:
     """One line naming the first of ``expected`` (space, signature, nc, img, activation) that the
     supernet file's metadata does not match."""
