@@ -142,7 +142,7 @@ def load_supernet(path: str | Path, space: Any, device: str = "cpu") -> Supernet
     be the file's; one line naming the mismatch otherwise)."""
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
-    check_meta(meta, path, space=space.name, signature=unfixed_signature(space), nc=space.nc)
+    check_meta(meta, path, space=space.name, nc=space.nc, signature=unfixed_signature(space))
     if not meta.get("complete"):
         raise SupernetError(f"{path}: training stopped after epoch {meta.get('epochs_done')} of "
                             f"{meta.get('epochs')}; re-run 'y7nas supernet train' to finish it")
