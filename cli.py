@@ -733,11 +733,15 @@ def supernet_train(space: str = typer.Option(..., "--space", help="Search space 
                    subset: Optional[int] = typer.Option(None, "--subset", help="Train on this many images (default all)."),
                    calib_images: int = typer.Option(64, "--calib-images", help="Training images that re-estimate "
                                                     "BatchNorm before a sub-network is scored."),
+                   shards: int = typer.Option(1, "--shards", help="Split every batch into this many pieces "
+                                              "(summed gradients); under torchrun each process takes its "
+                                              "share (default: one per process)."),
                    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
                    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
                    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
                    ) -> None:
-    """Train the weight-sharing supernet of a space once; every candidate then scores in seconds."""
+    """Train the weight-sharing supernet of a space once; every candidate then scores in seconds.
+    Data parallel: `torchrun --nproc_per_node N .venv/bin/y7nas supernet train ...`."""
     from nas.data import load_data_config
     from nas.supernet import SupernetConfig, train_supernet
     from search_spaces import get_space
@@ -746,7 +750,7 @@ def supernet_train(space: str = typer.Option(..., "--space", help="Search space 
         get_space(space)
         config = SupernetConfig(epochs=epochs, img=img, batch=batch, seed=seed, activation=activation,
                                 random_subnets=random_subnets, distill=distill, subset=subset,
-                                calib_images=calib_images, device=device, threads=threads)
+                                calib_images=calib_images, shards=shards, device=device, threads=threads)
         data_cfg = load_data_config(data)
         on_step, on_epoch, ctx = _supernet_progress(as_json, epochs)
         (err if as_json else out).print(f"supernet of {space} ({activation}) on {data} -> {output}")

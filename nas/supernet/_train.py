@@ -42,6 +42,10 @@ class SupernetConfig:
         subset: train on a fixed seeded subset of this many images (None: all).
         calib_images: training images whose BatchNorm statistics a scored sub-network uses.
         val_subset: score on this many val images (None: all).
+        shards: each batch is split into this many pieces whose gradients are summed (BatchNorm
+            statistics per piece). Under ``torchrun`` with W processes every process takes the
+            pieces ``rank, rank + W, …`` (at least W pieces), so a W-process run equals a
+            one-process run with ``shards=W`` (data parallel, tested with gloo).
     """
 
     epochs: int = 30
@@ -62,6 +66,7 @@ class SupernetConfig:
     subset: int | None = None
     calib_images: int = 64
     val_subset: int | None = None
+    shards: int = 1
     device: str = "cpu"
     threads: int | None = None
 
@@ -71,6 +76,7 @@ class SupernetConfig:
                   (self.batch >= 1, f"batch must be ≥ 1, got {self.batch}"),
                   (self.random_subnets >= 0, f"random sub-networks must be ≥ 0, got {self.random_subnets}"),
                   (self.calib_images >= 1, f"calibration images must be ≥ 1, got {self.calib_images}"),
+                  (self.shards >= 1, f"shards must be ≥ 1, got {self.shards}"),
                   (self.lr > 0, f"lr must be positive, got {self.lr}"),
                   (self.threads is None or self.threads >= 1, f"threads must be ≥ 1, got {self.threads}")]
         for ok, message in checks:
@@ -170,6 +176,80 @@ def check_meta(meta: dict, path: str | Path, **expected: Any) -> None:
             raise SupernetError(f"{path}: supernet {key} is {meta.get(key)!r}, the search needs {want!r}")
 
 
+# ----------------------------------------------------------------------------- data parallel
+@dataclass(frozen=True)
+class _Group:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def join(cls, device: torch.device) -> "_Group":
+        """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
+        nccl on CUDA); a single process when there is none."""
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            return cls()
+        if not dist.is_initialized():
+            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+                return cls()
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def sum_gradients(self, params: list[nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the processes (one flat all-reduce); a parameter
+        no process gave a gradient keeps none, so the optimizer skips it as in one process."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                             device=params[0].device)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in params])
+        dist.all_reduce(flags)
+        dist.all_reduce(flat)
+        offset = 0
+        for p, flag in zip(params, flags.tolist()):
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone() if flag else None
+            offset += n
+
+    def sum(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def batch_shards(images: torch.Tensor, targets: torch.Tensor, pieces: int
+                 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """A collated batch cut into ``pieces`` consecutive shards ``(index, images, targets)``,
+    targets re-indexed to their shard; empty shards (a short last batch) are left out."""
+    bs = images.shape[0]
+    bounds = [round(j * bs / pieces) for j in range(pieces + 1)]
+    out = []
+    for j, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
+        if hi <= lo:
+            continue
+        keep = (targets[:, 0] >= lo) & (targets[:, 0] < hi)
+        t = targets[keep].clone()
+        t[:, 0] -= lo
+        out.append((j, images[lo:hi], t))
+    return out
+
+
 # ----------------------------------------------------------------------------- training
 def _distill_loss(outputs: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(torch.mean((o.sigmoid() - t.sigmoid()) ** 2) for o, t in zip(outputs, teacher))
@@ -193,6 +273,10 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
     out = Path(out)
     t_start = time.perf_counter()
     device = resolve_device(config.device)
+    group = _Group.join(device)
+    if config.shards % group.world and config.shards > 1:
+        raise SupernetError(f"shards ({config.shards}) must be a multiple of the {group.world} processes")
+    config = dataclasses.replace(config, shards=max(config.shards, group.world))
     data_cfg = data if isinstance(data, DataConfig) else load_data_config(data)
     if data_cfg.nc != space.nc:
         raise SupernetError(f"the data has {data_cfg.nc} classes but the space was made for {space.nc}")
@@ -247,25 +331,29 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
             lr = config.lr
             for i, (images, targets, _metas) in enumerate(loader):
                 lr = sched.step((epoch - 1) * nb + i)
-                images, targets = images.to(device), targets.to(device)
                 rng = random.Random(f"{config.seed}:{epoch}:{i}")
                 genomes = [sample_genome(space, config.activation, rng, mode)
                            for mode in ("largest", "smallest") + ("random",) * config.random_subnets]
+                mine = [(j, x.to(device), t.to(device)) for j, x, t in
+                        batch_shards(images, targets, config.shards) if j % group.world == group.rank]
                 opt.zero_grad(set_to_none=True)
-                step_loss, teacher = 0.0, None
+                step_loss, teachers = 0.0, {}
                 for k, genome in enumerate(genomes):
                     net.activate(genome)
-                    outputs = net(images)
-                    loss, _items = loss_fn(outputs, targets)
-                    if config.distill:
-                        if k == 0:
-                            teacher = [o.detach() for o in outputs]
-                        else:
-                            loss = loss + config.distill_weight * images.shape[0] * _distill_loss(outputs, teacher)
-                    if not math.isfinite(float(loss.detach())):
-                        raise SupernetError(f"non-finite loss at epoch {epoch}")
-                    loss.backward()
-                    step_loss += float(loss.detach()) / images.shape[0]
+                    for j, x, t in mine:
+                        outputs = net(x)
+                        loss, _items = loss_fn(outputs, t)
+                        if config.distill:
+                            if k == 0:
+                                teachers[j] = [o.detach() for o in outputs]
+                            else:
+                                loss = loss + config.distill_weight * x.shape[0] * _distill_loss(outputs, teachers[j])
+                        if not math.isfinite(float(loss.detach())):
+                            raise SupernetError(f"non-finite loss at epoch {epoch}")
+                        loss.backward()
+                        step_loss += float(loss.detach())
+                group.sum_gradients([p for p in net.parameters()])
+                step_loss = group.sum(step_loss) / images.shape[0]
                 opt.step()
                 ema.update()
                 total_loss += step_loss
@@ -273,13 +361,19 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 if on_step is not None:
                     on_step(epoch, i + 1, nb, step_loss)
             meta.update(epochs_done=epoch)
-            _atomic_save({"meta": dict(meta), "state_dict": ema.module.state_dict(),
-                          "train_state": {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                          "ema_updates": ema.updates}}, out)
+            if group.rank == 0:          # one checkpoint writer
+                _atomic_save({"meta": dict(meta), "state_dict": ema.module.state_dict(),
+                              "train_state": {"model": net.state_dict(), "optimizer": opt.state_dict(),
+                                              "ema_updates": ema.updates}}, out)
+            group.barrier()
             if on_epoch is not None:
                 on_epoch(SupernetEpoch(epoch, total_loss / max(n, 1), lr, time.perf_counter() - t0))
         final = ema.module
         final.eval()
+        if group.rank != 0:              # rank 0 scores and writes the final file
+            group.barrier()
+            return SupernetResult(out, config.epochs, time.perf_counter() - t_start, float("nan"),
+                                  float("nan"), start)
         rng = random.Random(f"{config.seed}:final")
         scorer = OneShotScorer(final, data_cfg, config.img, calib_images=config.calib_images,
                                val_subset=config.val_subset, seed=config.seed, batch=config.batch,
@@ -288,6 +382,7 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 for mode in ("largest", "smallest")}
         meta.update(complete=True, map50_95_largest=maps["largest"], map50_95_smallest=maps["smallest"])
         _atomic_save({"meta": dict(meta), "state_dict": final.state_dict()}, out)
+        group.barrier()
     finally:
         torch.set_num_threads(old_threads)
     return SupernetResult(out, config.epochs, time.perf_counter() - t_start, maps["largest"],
