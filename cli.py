@@ -389,7 +389,6 @@ def worker(study: str = typer.Option(..., "--study", help="Name of an existing s
            ) -> None:
     """Join a running study from this machine (space, objectives etc. come from the study)."""
     from nas.search import get_fidelity, load_study_config, run_worker
-    from search_spaces import get_space
 
     with user_errors():
         cfg = load_study_config(study, storage, threads=threads)

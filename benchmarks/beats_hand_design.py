@@ -89,7 +89,6 @@ def main() -> None:
 
     space = get_space("yolov7-tiny", nc=data.nc)
     path = Path(args.supernet) if args.supernet else out_dir / f"yolov7-tiny-{activation}-e{args.supernet_epochs}.pt"
-    t0 = time.perf_counter()
     if not args.supernet:
         config = SupernetConfig(epochs=args.supernet_epochs, img=args.img, batch=args.batch,
                                 seed=args.seed, activation=activation, subset=args.subset,

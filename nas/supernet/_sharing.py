@@ -52,8 +52,7 @@ class Entry:
     present: bool = True
 
 
-def _conv(prefix: str, slot: str, module: Conv, inputs: Feature, out_space: str | None = None
-          ) -> list[Entry]:
+def _conv(prefix: str, slot: str, module: Conv, inputs: Feature) -> list[Entry]:
     """A Conv (conv + BatchNorm): output prefix, input by feature."""
     c2 = module.conv.out_channels
     entries = [Entry(f"{prefix}conv.weight", f"{slot}.conv.weight", tuple(module.conv.weight.shape),
@@ -69,10 +68,6 @@ def _bn(prefix: str, super_prefix: str, bn: nn.Module, c: int, present: bool = T
     entries.append(Entry(prefix + "num_batches_tracked", super_prefix + "num_batches_tracked", (),
                          present=present))
     return entries
-
-
-def _conv_row(prefix, slot, module, inputs):
-    return _conv(prefix, slot, module, inputs)
 
 
 def _repconv_row(prefix: str, slot: str, module: RepConv, inputs: Feature) -> list[Entry]:
@@ -136,7 +131,7 @@ def _detect_row(prefix: str, slot: str, m: DetectBase, inputs: Sequence[Feature]
 
 #: module class → ``(state-dict prefix, slot, module, input feature(s)) -> entries``
 SLICERS: dict[type, Callable[..., list[Entry]]] = {
-    Conv: _conv_row,
+    Conv: _conv,
     RepConv: _repconv_row,
     SPPCSPC: _sppcspc_row,
     SPPF: _spp_row,
@@ -175,9 +170,15 @@ def plan_model(model: nn.Module, slots: Sequence[str | None]) -> list[Entry]:
     return entries
 
 
+#: module class → its output channels
+_OUT_CHANNELS: dict[type, Callable[[nn.Module], int]] = {
+    Conv: lambda m: m.conv.out_channels,
+    RepConv: lambda m: m.out_channels,
+    SPPCSPC: lambda m: m.cv7.conv.out_channels,
+    SPPF: lambda m: m.cv2.conv.out_channels,
+    SPP: lambda m: m.cv2.conv.out_channels,
+}
+
+
 def _out_channels(layer: nn.Module) -> int:
-    if isinstance(layer, RepConv):
-        return layer.out_channels
-    if isinstance(layer, Conv):
-        return layer.conv.out_channels
-    return layer.cv2.conv.out_channels if isinstance(layer, (SPP, SPPF)) else layer.cv7.conv.out_channels
+    return _OUT_CHANNELS[type(layer)](layer)
