@@ -10,11 +10,12 @@ from typing import Mapping
 
 from nas.errors import SearchError
 from search_spaces._base import Dimension, FixedSpace, SearchSpace, round8
-from search_spaces._elan import ElanRanges, ElanSpace, YoloV7Space, YoloV7TinySpace
+from search_spaces._elan import ElanRanges, ElanSpace, YoloV7Space, YoloV7TinyCpuSpace, YoloV7TinySpace
 
 #: name → space class, in the order ``y7nas spaces`` lists them
 SPACES: Mapping[str, type[SearchSpace]] = MappingProxyType({
     YoloV7TinySpace.name: YoloV7TinySpace,
+    YoloV7TinyCpuSpace.name: YoloV7TinyCpuSpace,
     YoloV7Space.name: YoloV7Space,
 })
 
@@ -28,5 +29,5 @@ def get_space(name: str, nc: int = 80) -> SearchSpace:
     return cls(nc=nc)
 
 
-__all__ = ["Dimension", "ElanRanges", "ElanSpace", "FixedSpace", "SPACES", "SearchSpace", "YoloV7Space",
+__all__ = ["Dimension", "ElanRanges", "ElanSpace", "FixedSpace", "SPACES", "SearchSpace", "YoloV7Space", "YoloV7TinyCpuSpace",
            "YoloV7TinySpace", "get_space", "round8"]

@@ -174,6 +174,15 @@ class YoloV7TinySpace(ElanSpace):
                         activations=("leakyrelu", "silu", "relu"))
 
 
+class YoloV7TinyCpuSpace(ElanSpace):
+    name = "yolov7-tiny-cpu"
+    description = ("yolov7-tiny space at width x0.25..0.5: its one-shot supernet trains in "
+                   "minutes on a CPU (make demo)")
+    ranges = ElanRanges(preset="yolov7-tiny", width=(0.25, 0.5, 0.125), depth=(1, 4, 1),
+                        hidden=(0.5, 1.25, 0.25), out=(0.5, 1.25, 0.25),
+                        activations=("leakyrelu", "silu", "relu"))
+
+
 class YoloV7Space(ElanSpace):
     name = "yolov7"
     description = ("around yolov7 / yolov7x: width x0.5..1.25, ELAN chains 2/4/6/8, "

@@ -34,6 +34,9 @@ DEFAULT_NC = 5
 GENERATOR_VERSION = 1
 # (lowest, highest side as a fraction of the image, probability): small / medium / large
 SIZE_BINS = ((0.03, 0.05, 0.35), (0.05, 0.15, 0.35), (0.15, 0.60, 0.30))
+#: object size profiles: ``all`` (tiny to large, the default) or ``large`` only (15-60 % of the
+#: side: a set a small detector learns within minutes on a CPU, for demos)
+SIZE_PROFILES = {"all": SIZE_BINS, "large": ((0.15, 0.60, 1.0),)}
 ASPECT_RANGE = (0.7, 1.4)
 MAX_OBJECTS = 7
 MIN_VISIBLE = 0.4  # fraction of an object's pixels that must stay visible
@@ -68,16 +71,17 @@ def shape_mask(shape: str, w: int, h: int) -> np.ndarray:
 
 def render_sample(rng: np.random.Generator, img: int, nc: int = DEFAULT_NC, *,
                   plain: bool = False, max_objects: int = MAX_OBJECTS,
-                  min_objects: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  min_objects: int = 0, sizes: str = "all") -> tuple[np.ndarray, np.ndarray]:
     """Draw one image → (uint8 (img, img, 3), int (n, 5) ``cls x1 y1 x2 y2`` pixel edges).
 
     ``plain`` gives a flat :data:`PLAIN_BACKGROUND` without strokes or noise (for checking
-    that boxes are tight); ``min_objects`` ≥ 1 suppresses background-only images.
+    that boxes are tight); ``min_objects`` ≥ 1 suppresses background-only images; ``sizes``
+    names a :data:`SIZE_PROFILES` entry.
     """
     canvas = _plain(img) if plain else _clutter(rng, img)
     n = 0 if rng.random() < BACKGROUND_PROB and min_objects == 0 else \
         int(rng.integers(max(1, min_objects), max_objects + 1))
-    owner, classes, spots = _place_objects(rng, img, nc, n)
+    owner, classes, spots = _place_objects(rng, img, nc, n, SIZE_PROFILES[sizes])
     if classes:
         palette = np.stack([_object_color(rng) for _ in classes])
         shown = owner >= 0
@@ -91,7 +95,7 @@ def render_sample(rng: np.random.Generator, img: int, nc: int = DEFAULT_NC, *,
     return canvas, np.array(boxes, np.int64).reshape(-1, 5)
 
 
-def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int
+def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int, bins=SIZE_BINS
                    ) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
     """Try to place ``n`` objects (10 proposals each) → (owner map, classes, rectangles).
 
@@ -103,7 +107,7 @@ def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int
     classes, spots = [], []
     for _ in range(n):
         for _attempt in range(10):
-            cls, x0, y0, mask = _propose(rng, img, nc)
+            cls, x0, y0, mask = _propose(rng, img, nc, bins)
             spot = _place(owner, visible, full, len(classes), x0, y0, mask)
             if spot:
                 classes.append(cls)
@@ -112,9 +116,10 @@ def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int
     return owner, classes, spots
 
 
-def _propose(rng: np.random.Generator, img: int, nc: int) -> tuple[int, int, int, np.ndarray]:
+def _propose(rng: np.random.Generator, img: int, nc: int, bins=SIZE_BINS
+             ) -> tuple[int, int, int, np.ndarray]:
     cls = int(rng.integers(nc))
-    lo, hi, _ = SIZE_BINS[rng.choice(len(SIZE_BINS), p=[b[2] for b in SIZE_BINS])]
+    lo, hi, _ = bins[rng.choice(len(bins), p=[b[2] for b in bins])]
     side = np.exp(rng.uniform(np.log(lo), np.log(hi))) * img
     aspect = np.exp(rng.uniform(*np.log(ASPECT_RANGE)))
     w, h = max(4, round(side * aspect ** 0.5)), max(4, round(side / aspect ** 0.5))
@@ -207,7 +212,7 @@ def _check_params(n_train: int, n_val: int, img: int, seed: int, nc: int) -> Non
 
 def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128,
                        img: int = 256, seed: int = 0, nc: int = DEFAULT_NC,
-                       workers: int | None = None) -> Path:
+                       workers: int | None = None, sizes: str = "all") -> Path:
     """Write a YOLO-format dataset to ``out_dir`` and return its ``data.yaml``.
 
     Layout: ``images/{train,val}/NNNNNN.png``, ``labels/{train,val}/NNNNNN.txt`` (an empty file
@@ -216,13 +221,14 @@ def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128
     output does not depend on ``workers`` (processes; default: up to 8 CPUs for large sets).
     """
     _check_params(n_train, n_val, img, seed, nc)
+    _check_sizes(sizes)
     out = Path(out_dir)
     tasks = []
     for split_id, (split, n) in enumerate((("train", n_train), ("val", n_val))):
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         tasks += [(split_id, i) for i in range(n)]
-    write = functools.partial(_write_sample, out, seed, img, nc)
+    write = functools.partial(_write_sample, out, seed, img, nc, sizes)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 256 else 0
     if workers > 1 and "fork" in mp.get_all_start_methods():
@@ -233,17 +239,23 @@ def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128
         for task in tasks:
             write(task)
     header = (f"# y7nas synthetic shapes (generator v{GENERATOR_VERSION}): seed {seed}, "
-              f"{n_train} train / {n_val} val images at {img} px\n")
+              f"{n_train} train / {n_val} val images at {img} px"
+              + ("" if sizes == "all" else f", {sizes} objects only") + "\n")
     body = {"train": "images/train", "val": "images/val", "nc": nc, "names": list(SHAPES[:nc])}
     data_yaml = out / "data.yaml"
     data_yaml.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return data_yaml
 
 
-def _write_sample(out: Path, seed: int, img: int, nc: int, task: tuple[int, int]) -> None:
+def _check_sizes(sizes: str) -> None:
+    if sizes not in SIZE_PROFILES:
+        raise DataError(f"synthetic: sizes must be one of {', '.join(SIZE_PROFILES)}, got {sizes!r}")
+
+
+def _write_sample(out: Path, seed: int, img: int, nc: int, sizes: str, task: tuple[int, int]) -> None:
     split_id, i = task
     split = ("train", "val")[split_id]
-    image, boxes = render_sample(np.random.default_rng([seed, split_id, i]), img, nc)
+    image, boxes = render_sample(np.random.default_rng([seed, split_id, i]), img, nc, sizes=sizes)
     write_png(out / "images" / split / f"{i:06d}.png", image)
     (out / "labels" / split / f"{i:06d}.txt").write_text(_label_text(boxes, img))
 
@@ -266,7 +278,7 @@ def synthetic_cache_root(cache_dir: str | Path | None = None) -> Path:
 
 def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512,
                       n_val: int = 128, img: int = 256, seed: int = 0,
-                      nc: int = DEFAULT_NC) -> Path:
+                      nc: int = DEFAULT_NC, sizes: str = "all") -> Path:
     """The data.yaml of the synthetic dataset with these parameters, generated once and cached.
 
     The folder is ``<cache root>/synthetic-<hash of the parameters>``; it is generated in a
@@ -274,8 +286,11 @@ def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512
     dataset (the loser of a race discards its copy).
     """
     _check_params(n_train, n_val, img, seed, nc)
+    _check_sizes(sizes)
     params = dict(n_train=n_train, n_val=n_val, img=img, seed=seed, nc=nc,
                   version=GENERATOR_VERSION)
+    if sizes != "all":             # the default's cache key is unchanged
+        params["sizes"] = sizes
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     root = synthetic_cache_root(cache_dir)
     final = root / f"synthetic-{key}"
@@ -288,7 +303,7 @@ def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512
         raise DataError(f"cannot create the synthetic dataset cache ({e.strerror})",
                         where=str(root)) from None
     try:
-        generate_synthetic(tmp, n_train, n_val, img, seed, nc)
+        generate_synthetic(tmp, n_train, n_val, img, seed, nc, sizes=sizes)
         os.rename(tmp, final)
     except OSError:
         if not (final / "data.yaml").is_file():
