@@ -105,7 +105,7 @@ def test_proxy_search_reports_pruned_trials_and_time_saved(tmp_path, tiny_data):
 
 
 @pytest.mark.parametrize("args,message", [
-    (("--space", "nope"), "unknown search space 'nope' (known: yolov7-tiny, yolov7)"),
+    (("--space", "nope"), "unknown search space 'nope' (known: yolov7-tiny, yolov7-tiny-cpu, yolov7)"),
     (("--objectives", "score,speed"), "unknown objective 'speed' (valid: score, params, gflops, latency_ms)"),
     (("--sampler", "cmaes"), "unknown sampler 'cmaes' (valid: nsga2, tpe, random)"),
     (("--fidelity", "full"), "unknown fidelity 'full' (valid:"),
