@@ -593,10 +593,11 @@ def _print_finalists(result) -> None:
     extra = [c for c in ("params",) if c not in objectives]
     labels = {"score": score_label, "latency_ms": "latency\nms", "gflops": "GFLOPs", "params": "params"}
     settings = result.settings
+    how = "fine-tuned from inherited weights" if settings.get("init_from") else "proxy-trained"
     table = Table("trial", *[labels.get(o, o) for o in objectives], *extra, "mAP\n@0.5", "mAP\n@0.5:0.95",
                   "train\ns", "on mAP\nfront",
                   title=f"study {result.study}: {len(result.rows)} finalist(s) of a {result.front_size}-trial "
-                        f"front, proxy-trained {settings['epochs']} epoch(s) at {settings['img']} px on "
+                        f"front, {how} {settings['epochs']} epoch(s) at {settings['img']} px on "
                         f"{settings['subset'] or 'all'} images")
     for row in result.rows:
         cells = [str(row["number"])]
