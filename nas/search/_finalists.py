@@ -135,6 +135,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                 "threads": threads, "device": device, "init_from": supernet,
                 "lr": (lr or 0.001) if supernet else lr}
     start = "fine-tuning from inherited weights" if supernet else "proxy training"
+    shared = None              # the supernet, loaded at the first finalist and kept for the others
     by_number = {t.number: t for t in trials}
     say = progress or (lambda line: None)
     rows: list[dict[str, Any]] = []
@@ -151,9 +152,11 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
             genome = genome_of(by_number[pick["number"]])
             model = genome
             if supernet:
-                from nas.supernet import inherited_model
+                from nas.supernet import extract, load_supernet
 
-                model = inherited_model(supernet, genome, space, device=device)
+                if shared is None:
+                    shared = load_supernet(supernet, space, device=device)
+                model = extract(shared, genome)
             extra = {"lr": settings["lr"]} if settings["lr"] else {}
             result = proxy_train(model, settings["data"], epochs=epochs, img=settings["img"],
                                  subset=subset, seed=settings["seed"], threads=threads, device=device,

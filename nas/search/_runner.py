@@ -95,9 +95,14 @@ class Evaluator:
                                    options={"epochs": cfg.proxy_epochs, "subset": cfg.proxy_subset,
                                             "img": cfg.train_img, "supernet": cfg.supernet,
                                             "calib": cfg.oneshot_calib, "val": cfg.oneshot_val})
+        self._prepared = False
 
     def prepare(self) -> None:
-        """Fail early (before any trial) when the fidelity or its data cannot be used."""
+        """Fail early (before any trial) when the fidelity or its data cannot be used. Runs once
+        per evaluator (``run_search`` prepares the evaluator it then hands to ``run_worker``; the
+        one-shot fidelity loads its supernet here)."""
+        if self._prepared:
+            return
         self.fidelity.check_available()
         from nas.profile import resolve_device
 
@@ -105,6 +110,7 @@ class Evaluator:
         if self.fidelity.needs_data:
             self.context.images()
         self.fidelity.prepare(self.context)
+        self._prepared = True
 
     def measure(self, genome: Any, monitor: TrialMonitor | None = None) -> dict[str, float]:
         """Params, GFLOPs (deploy form), deploy latency when needed, then the fidelity's metrics.

@@ -20,6 +20,7 @@ from nas.evaluate import evaluate, ground_truth, make_eval_loader
 from nas.genome import Genome
 from nas.loss import DetectionLoss
 from nas.supernet._supernet import Supernet, SupernetError, extract, sample_genome, unfixed_signature
+from nas.train._loop import _atomic_save
 from nas.train._optim import NOMINAL_BATCH, ModelEMA, Schedule, build_optimizer
 
 FORMAT = "y7nas-supernet/1"
@@ -107,13 +108,6 @@ class SupernetResult:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """The supernet file as saved (``torch.load(..., weights_only=True)``), checked for shape."""
     path = Path(path)
@@ -287,12 +281,12 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
     previous = read_checkpoint(out) if out.exists() else None
     if previous is not None:
         old = previous["meta"]
-        for key in ("space", "signature", "nc", "activation"):
-            check_meta(old, out, **{key: meta[key]})
+        check_meta(old, out, **{key: meta[key] for key in ("space", "signature", "nc", "activation")})
         for key, value in config.settings().items():
             if old["settings"].get(key) != value:
                 raise SupernetError(f"{out}: was trained with {key}={old['settings'].get(key)!r}, not "
                                     f"{value!r}; use another -o or the same settings to resume")
+    out.parent.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
