@@ -1,0 +1,306 @@
+"""``y7nas run``: one command from (data, budget) to a report, as a list of resumable stages.
+
+Stages, in order (:data:`STAGES`): ``supernet`` (one-shot fidelity only), ``search``,
+``finalists``, ``family``, ``report``. Each stage is a function of the run's settings and what
+earlier stages wrote; :class:`nas.pipeline._state.RunState` records which finished, so
+re-running the same command after a kill -9 continues at the first unfinished stage (the
+supernet resumes from its last epoch, the search from its storage). The family's default targets
+are said in :func:`family_targets`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from nas.pipeline._state import RunError, RunState
+
+#: Default family targets, as multiples of the budget (see :func:`family_targets`).
+DEFAULT_FAMILY_TARGETS = (1.0, 2.0, 4.0)
+#: A target within this factor above the base's own cost adds no member worth building.
+TARGET_MARGIN = 1.05
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``y7nas run`` is asked (CLI options one to one). ``img=None``: 160 for the
+    one-shot fidelity (the supernet's size), else 320."""
+
+    study: str
+    space: str
+    data: str = "synthetic"
+    results_dir: Path = Path("results")
+    img: int | None = None
+    max_latency: float | None = None
+    max_gflops: float | None = None
+    max_params: float | None = None
+    objectives: tuple[str, ...] = ("score", "latency_ms")
+    fidelity: str = "oneshot"
+    trials: int = 100
+    finalists: int = 2
+    finalist_epochs: int = 5
+    finalist_subset: int | None = None
+    family_targets: tuple[float, ...] = DEFAULT_FAMILY_TARGETS
+    supernet_epochs: int = 30
+    activation: str = "silu"
+    random_subnets: int = 2
+    seed: int = 0
+    latency_runs: int = 10
+    device: str = "cpu"
+    workers: int = 1
+    threads: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)  # further SearchConfig fields, recorded
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "results_dir", Path(self.results_dir))
+        if self.img is None:
+            object.__setattr__(self, "img", 160 if self.fidelity == "oneshot" else 320)
+        for name in ("trials", "finalists", "finalist_epochs", "supernet_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RunError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if not self.family_targets or any(not t > 0 for t in self.family_targets):
+            raise RunError(f"--family-targets must be positive multiples of the budget, got "
+                           f"{','.join(map(str, self.family_targets)) or 'nothing'}")
+        if sum(v is not None for v in (self.max_latency, self.max_gflops, self.max_params)) > 1:
+            raise RunError("give one budget: --max-latency, --max-gflops or --max-params")
+
+    @property
+    def study_dir(self) -> Path:
+        return self.results_dir / self.study
+
+    @property
+    def supernet_path(self) -> Path:
+        return self.study_dir / "supernet.pt"
+
+    def settings(self) -> dict[str, Any]:
+        """What the run records and compares on a re-run (local choices such as device, workers
+        and threads are not among them)."""
+        local = {"study", "results_dir", "device", "workers", "threads", "extra"}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
+        values.update(self.extra)
+        return values
+
+
+@dataclass
+class RunHooks:
+    """How a run shows its progress (the CLI fills these; all optional)."""
+
+    line: Callable[[str], None] = lambda text: None
+    supernet_progress: Callable[[int], tuple[Any, Any, Any]] | None = None  # epochs → (on_step, on_epoch, ctx)
+    search_progress: Callable[[], Any] | None = None                          # → callable with close()
+    front: Callable[[Any], None] = lambda summary: None
+    finalists: Callable[[Any], None] = lambda result: None
+    family: Callable[[Any], None] = lambda family: None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    depends: tuple[str, ...]          # settings whose change invalidates this stage's work
+    run: Callable[[RunConfig, RunHooks, RunState], dict[str, Any]]
+    needed: Callable[[RunConfig], bool] = lambda cfg: True
+
+
+# ------------------------------------------------------------------------------ stages
+def _supernet_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    from nas.data import load_data_config
+    from nas.supernet import SupernetConfig, train_supernet
+    from search_spaces import get_space
+
+    data_cfg = load_data_config(cfg.data)
+    hooks.line(f"supernet of {cfg.space} ({cfg.activation}) on {cfg.data} ({data_cfg.nc} classes), "
+               f"{cfg.supernet_epochs} epochs at {cfg.img} px -> {cfg.supernet_path}")
+    on_step, on_epoch, ctx = (hooks.supernet_progress(cfg.supernet_epochs) if hooks.supernet_progress
+                              else (None, None, contextlib.nullcontext()))
+    settings = SupernetConfig(epochs=cfg.supernet_epochs, img=cfg.img, seed=cfg.seed,
+                              activation=cfg.activation, random_subnets=cfg.random_subnets,
+                              threads=cfg.threads, device=cfg.device)
+    with ctx:
+        res = train_supernet(get_space(cfg.space, nc=data_cfg.nc), data_cfg, cfg.supernet_path, settings,
+                             on_step=on_step, on_epoch=on_epoch)
+    hooks.line(f"supernet: largest sub-network mAP@0.5:0.95 {res.map50_95_largest:.3f}, smallest "
+               f"{res.map50_95_smallest:.3f}")
+    return {"supernet": str(cfg.supernet_path), "map50_95_largest": res.map50_95_largest,
+            "map50_95_smallest": res.map50_95_smallest}
+
+
+def search_config(cfg: RunConfig):
+    """The :class:`nas.search.SearchConfig` of the run's search stage."""
+    from nas.search import SearchConfig
+
+    oneshot = cfg.fidelity == "oneshot"
+    return SearchConfig(study=cfg.study, space=cfg.space, trials=cfg.trials, objectives=cfg.objectives,
+                        fidelity=cfg.fidelity, seed=cfg.seed, img=cfg.img, data=cfg.data,
+                        max_latency=cfg.max_latency, max_gflops=cfg.max_gflops, max_params=cfg.max_params,
+                        results_dir=cfg.results_dir, threads=cfg.threads, device=cfg.device,
+                        workers=cfg.workers, latency_runs=cfg.latency_runs,
+                        supernet=str(cfg.supernet_path) if oneshot else None, **dict(cfg.extra))
+
+
+def prepare_search(search_cfg):
+    """(config with the data's class count, search space) — a one-shot search fixes the space's
+    activation to its supernet's."""
+    from nas.search import get_fidelity
+    from search_spaces import get_space
+
+    get_space(search_cfg.space)  # unknown space → one line, before any data is generated
+    if get_fidelity(search_cfg.fidelity).needs_data:
+        get_fidelity(search_cfg.fidelity)().check_available()
+        from nas.data import load_data_config
+
+        search_cfg = search_cfg.replace(nc=load_data_config(search_cfg.data).nc)
+    space = get_space(search_cfg.space, nc=search_cfg.nc)
+    if search_cfg.fidelity == "oneshot" and search_cfg.supernet:
+        from nas.supernet import read_checkpoint
+
+        space = space.fixed(activation=read_checkpoint(search_cfg.supernet)["meta"]["activation"])
+    return search_cfg, space
+
+
+def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    from nas.search import run_search
+
+    search_cfg, space = prepare_search(search_config(cfg))
+    hooks.line(f"search: {cfg.trials} candidates, fidelity {cfg.fidelity}, objectives "
+               f"{','.join(search_cfg.objectives)}{_budget_text(cfg)}")
+    progress = hooks.search_progress() if hooks.search_progress else None
+    try:
+        summary = run_search(search_cfg, space, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    hooks.front(summary)
+    return {"trials_csv": str(cfg.study_dir / "trials.csv"), "pareto_csv": str(cfg.study_dir / "pareto.csv"),
+            "models": str(cfg.study_dir / "models"), "front": len(summary.front)}
+
+
+def _finalists_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    from nas.search import train_finalists
+
+    space = prepare_search(search_config(cfg))[1] if cfg.fidelity == "oneshot" else None
+    result = train_finalists(cfg.study, cfg.results_dir, top=cfg.finalists, epochs=cfg.finalist_epochs,
+                             subset=cfg.finalist_subset, threads=cfg.threads or 1, device=cfg.device,
+                             space=space, progress=hooks.line)
+    hooks.finalists(result)
+    if not any(row["map50_95"] is not None for row in result.rows):
+        raise RunError(f"every finalist of study {cfg.study!r} failed to train (see {result.csv_path})")
+    return {"finalists_csv": str(result.csv_path), "finalists_json": str(result.json_path)}
+
+
+def best_finalist(rows, constraints: Mapping[str, float]) -> dict[str, Any]:
+    """The trained finalist with the highest mAP@0.5:0.95 among those within ``constraints``
+    (metric → limit, e.g. ``{"latency_ms": 10}``)."""
+    fitting = [r for r in rows if r.get("map50_95") is not None
+               and all(r.get(m) is None or r[m] <= limit for m, limit in constraints.items())]
+    if not fitting:
+        raise RunError("no trained finalist is within the budget")
+    return max(fitting, key=lambda r: (r["map50_95"], -r["number"]))
+
+
+def family_targets(cfg: RunConfig, base_gflops: float) -> tuple[str, tuple[float, ...]]:
+    """(metric, targets) of the family: ``--family-targets`` multiples (default ×1, ×2, ×4) of the
+    latency or GFLOPs budget; with a params budget or none, of the chosen model's own GFLOPs.
+    The chosen finalist itself is always the family's φ = 0 member (compound scaling only grows
+    a model, so multiples below its own cost are left out)."""
+    if cfg.max_latency is not None:
+        return "latency", tuple(t * cfg.max_latency for t in cfg.family_targets)
+    if cfg.max_gflops is not None:
+        return "gflops", tuple(t * cfg.max_gflops for t in cfg.family_targets)
+    return "gflops", tuple(t * base_gflops for t in cfg.family_targets)
+
+
+def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    import json
+
+    from nas.search._config import CONSTRAINTS
+    from scaling.coefficients import Coefficients
+    from scaling.family import Family, build_family, family_files, phis_for_budget, resolve_base, write_outputs
+    from scaling.measure import Measurer
+    from scaling.plot import draw_family, family_plot_data, preset_references
+
+    rows = json.loads((cfg.study_dir / "finalists.json").read_text(encoding="utf-8"))["rows"]
+    limits = {metric: getattr(cfg, name) * factor for name, (metric, factor) in CONSTRAINTS.items()
+              if getattr(cfg, name) is not None}
+    best = best_finalist(rows, limits)
+    name, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
+    name = f"{cfg.study}-trial{best['number']}"
+    coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
+    measure = Measurer(cfg.latency_runs, threads=cfg.threads or 1, device=cfg.device)
+    base_gflops = measure.static(genome, cfg.img)[1]
+    metric, targets = family_targets(cfg, base_gflops)
+    base_cost = base_gflops if metric == "gflops" else measure.latency(genome, cfg.img)
+    reachable = tuple(t for t in targets if t > TARGET_MARGIN * base_cost)
+    hooks.line(f"family of trial {best['number']} (mAP@0.5:0.95 {best['map50_95']:.4f}): phi 0 plus "
+               f"{metric} targets {', '.join(f'{t:.4g}' for t in reachable) or 'none above its own cost'}")
+    phis = phis_for_budget(genome, coeffs, cfg.img, reachable, metric, measure) if reachable else ()
+    family = build_family(name, genome, coeffs, sorted({0.0, *phis}), cfg.img, measure)
+    family = Family(family.name, family.coeffs, family.base_img, family.base, family.members,
+                    tuple((metric, t, p) for t, p in zip(reachable, phis)))
+    png = draw_family(family_plot_data(family, preset_references(cfg.img, measure)))
+    out_dir = cfg.study_dir / "family"
+    write_outputs(out_dir, family_files(family, png))
+    hooks.family(family)
+    return {"family": str(out_dir), "base_trial": best["number"], "members": len(family.members)}
+
+
+def _report_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    from nas.report import write_report
+
+    path = write_report(cfg.study, cfg.results_dir)
+    hooks.line(f"report: {path}")
+    return {"report": str(path)}
+
+
+def _budget_text(cfg: RunConfig) -> str:
+    parts = [f"{label} <= {value:g}" for label, value in (("latency ms", cfg.max_latency),
+             ("GFLOPs", cfg.max_gflops), ("params M", cfg.max_params)) if value is not None]
+    return f"; budget {parts[0]}" if parts else ""
+
+
+_SEARCH_KEYS = ("space", "data", "img", "max_latency", "max_gflops", "max_params", "objectives",
+                "fidelity", "trials", "seed", "latency_runs")
+
+#: The stages of a run, in order, with the settings each depends on.
+STAGES: tuple[Stage, ...] = (
+    Stage("supernet", ("space", "data", "img", "activation", "supernet_epochs", "random_subnets", "seed"),
+          _supernet_stage, needed=lambda cfg: cfg.fidelity == "oneshot"),
+    Stage("search", (*_SEARCH_KEYS, "activation"), _search_stage),
+    Stage("finalists", ("finalists", "finalist_epochs", "finalist_subset"), _finalists_stage),
+    Stage("family", ("family_targets",), _family_stage),
+    Stage("report", (), _report_stage),
+)
+
+
+def run_pipeline(cfg: RunConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
+    """Run (or continue) every stage of ``cfg``; returns ``{stage: {seconds, outputs…}}``.
+
+    Raises :class:`RunError` (one line) when settings that finished work depends on changed.
+    """
+    hooks = hooks or RunHooks()
+    search_config(cfg)  # validates the search settings before anything is written
+    depends = [(s.name, tuple(k for k in s.depends if k in cfg.settings())) for s in STAGES]
+    # settings recorded by extra SearchConfig fields invalidate the search too
+    depends[1] = ("search", (*depends[1][1], *cfg.extra))
+    state = RunState.open(cfg.study_dir / "run.json", cfg.settings(), depends)
+    if not state.path.exists() and cfg.study_dir.exists() and any(cfg.study_dir.iterdir()):
+        raise RunError(f"{cfg.study_dir} holds results that are not a y7nas run (no run.json); "
+                       "use another --study or --results-dir")
+    state.save()
+    stages = [s for s in STAGES if s.needed(cfg)]
+    for k, stage in enumerate(stages, 1):
+        head = f"[{k}/{len(stages)}] {stage.name}"
+        if state.done(stage.name):
+            hooks.line(f"{head}: done earlier ({state.stages[stage.name]['seconds']:.0f} s), kept")
+            continue
+        hooks.line(f"{head} ...")
+        state.start(stage.name)
+        started = time.perf_counter()
+        outputs = stage.run(cfg, hooks, state)
+        seconds = time.perf_counter() - started
+        state.finish(stage.name, seconds, outputs)
+        hooks.line(f"{head}: done in {seconds:.0f} s")
+    return {name: dict(info) for name, info in state.stages.items()}

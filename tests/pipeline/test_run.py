@@ -1,0 +1,182 @@
+"""`y7nas run`: the stages end to end (one-shot, tiny sizes), resume after kill -9 without redoing a
+finished stage, refusal of settings that finished work depends on, and the pure pieces."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas.pipeline import RunConfig, RunError, RunState, best_finalist, family_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import cli; cli.app()", *args]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """16 train / 8 val synthetic images at 64 px, 3 classes."""
+    from nas.data import generate_synthetic
+
+    out = tmp_path_factory.mktemp("synth")
+    return str(generate_synthetic(out, n_train=16, n_val=8, img=64, seed=0, nc=3, workers=0))
+
+
+def _run_args(data: str, results: Path, **changed: str) -> list[str]:
+    options = {"--space": "yolov7-tiny-cpu", "--data": data, "--study": "r", "--results-dir": str(results),
+               "--img": "64", "--activation": "relu", "--supernet-epochs": "2", "--trials": "8",
+               "--finalists": "2", "--finalist-epochs": "1", "--max-gflops": "0.06",
+               "--family-targets": "1,2", "--threads": "1"}
+    options.update(changed)
+    return ["run", *[x for pair in options.items() for x in pair]]
+
+
+def _state(results: Path) -> dict:
+    try:
+        return json.loads((results / "r" / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    """A one-shot run killed (-9) in its search stage, then re-run to the end: (results dir,
+    the re-run's stdout, the supernet file's bytes at the kill)."""
+    results = tmp_path_factory.mktemp("runs")
+    args = _run_args(tiny_data, results)
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+    deadline = time.time() + 400
+    db = results / "r" / "study.db"
+    while time.time() < deadline and proc.poll() is None:
+        if _state(results).get("stages", {}).get("search", {}).get("started") and db.exists():
+            time.sleep(1.0)   # into the trials
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = _state(results)["stages"]
+    assert killed["supernet"]["done"] and not killed["search"].get("done")
+    supernet_bytes = (results / "r" / "supernet.pt").read_bytes()
+    rerun = subprocess.run(_cli(*args, "--json"), capture_output=True, env=ENV, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-3000:]
+    return results, rerun, supernet_bytes
+
+
+def test_run_resumes_after_kill_9_and_finishes_every_stage(finished_run):
+    results, rerun, supernet_bytes = finished_run
+    study = results / "r"
+    log = rerun.stderr.decode()
+    assert "[1/5] supernet: done earlier" in log          # not retrained after the kill
+    assert (study / "supernet.pt").read_bytes() == supernet_bytes
+    stages = json.loads(rerun.stdout.decode())["stages"]
+    assert list(stages) == ["supernet", "search", "finalists", "family", "report"]
+    assert all(info["done"] for info in stages.values())
+    with open(study / "trials.csv", newline="") as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 8                                 # the exact budget, across the kill
+    finalists = json.loads((study / "finalists.json").read_text())
+    assert finalists["settings"]["init_from"] == str(study / "supernet.pt")
+    base = stages["family"]["outputs"]["base_trial"]
+    best = max((r for r in finalists["rows"] if r["map50_95"] is not None), key=lambda r: r["map50_95"])
+    assert base == best["number"] and best["gflops"] <= 0.06
+    with open(study / "family" / "family.csv", newline="") as f:
+        family = list(csv.DictReader(f))
+    assert float(family[0]["phi"]) == 0 and len(family) >= 2
+    gflops = [float(m["gflops"]) for m in family]
+    assert gflops == sorted(gflops) and gflops[0] == pytest.approx(best["gflops"], rel=0.05)
+    assert Path(stages["report"]["outputs"]["report"]).is_file()
+
+
+def test_rerun_of_a_finished_run_redoes_nothing(finished_run, tiny_data):
+    results, _, _ = finished_run
+    before = {p: p.stat().st_mtime_ns for p in (results / "r").rglob("*.csv")}
+    again = subprocess.run(_cli(*_run_args(tiny_data, results)), capture_output=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()[-2000:]
+    assert again.stdout.decode().count("done earlier") == 5
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@pytest.mark.parametrize("option,value,key", [("--trials", "9", "trials"),
+                                              ("--supernet-epochs", "3", "supernet_epochs"),
+                                              ("--family-targets", "1,3", "family_targets")])
+def test_changed_setting_of_a_finished_stage_is_refused(finished_run, tiny_data, option, value, key):
+    results, _, _ = finished_run
+    state = (results / "r" / "run.json").read_bytes()
+    bad = subprocess.run(_cli(*_run_args(tiny_data, results, **{option: value})), capture_output=True,
+                         env=ENV, timeout=120)
+    assert bad.returncode == 1
+    err = bad.stderr.decode()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("error:") and f"{key}=" in err and "already finished stage" in err
+    assert (results / "r" / "run.json").read_bytes() == state
+
+
+# ------------------------------------------------------------------------------ pure pieces
+def test_state_accepts_a_change_only_later_unstarted_stages_depend_on(tmp_path):
+    depends = [("search", ("trials",)), ("family", ("family_targets",))]
+    path = tmp_path / "run.json"
+    state = RunState.open(path, {"trials": 5, "family_targets": [1, 2]}, depends)
+    state.finish("search", 1.0, {})
+    state = RunState.open(path, {"trials": 5, "family_targets": [1, 3]}, depends)  # family not started
+    assert state.done("search") and state.settings["family_targets"] == [1, 3]
+    with pytest.raises(RunError, match="already finished stage search with trials=5"):
+        RunState.open(path, {"trials": 6, "family_targets": [1, 3]}, depends)
+    state.start("family")
+    with pytest.raises(RunError, match="already started stage family"):
+        RunState.open(path, {"trials": 5, "family_targets": [2]}, depends)
+
+
+def test_state_refuses_a_file_that_is_not_a_run(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(RunError, match="not a y7nas run state"):
+        RunState.open(path, {}, [])
+
+
+def test_run_refuses_a_folder_of_other_results(tmp_path):
+    from nas.pipeline import run_pipeline
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "trials.csv").write_text("number\n")
+    with pytest.raises(RunError, match="not a y7nas run"):
+        run_pipeline(RunConfig(study="x", space="yolov7-tiny", results_dir=tmp_path, fidelity="flops",
+                               objectives=("gflops", "latency_ms")))
+    assert not (tmp_path / "x" / "run.json").exists()
+
+
+def test_best_finalist_is_the_highest_map_within_the_budget():
+    rows = [{"number": 1, "map50_95": 0.30, "latency_ms": 12.0},
+            {"number": 2, "map50_95": 0.25, "latency_ms": 9.0},
+            {"number": 3, "map50_95": None, "latency_ms": 5.0},      # failed to train
+            {"number": 4, "map50_95": 0.20, "latency_ms": 4.0}]
+    assert best_finalist(rows, {"latency_ms": 10.0})["number"] == 2
+    assert best_finalist(rows, {})["number"] == 1
+    with pytest.raises(RunError, match="no trained finalist"):
+        best_finalist(rows, {"latency_ms": 3.0})
+
+
+def test_family_targets_are_multiples_of_the_budget_or_of_the_model():
+    cfg = RunConfig(study="s", space="yolov7-tiny", max_latency=10.0, family_targets=(1, 2, 4))
+    assert family_targets(cfg, base_gflops=3.0) == ("latency", (10.0, 20.0, 40.0))
+    cfg = RunConfig(study="s", space="yolov7-tiny", max_gflops=5.0, family_targets=(0.5, 2))
+    assert family_targets(cfg, base_gflops=3.0) == ("gflops", (2.5, 10.0))
+    cfg = RunConfig(study="s", space="yolov7-tiny", max_params=2.0, family_targets=(2, 4))
+    assert family_targets(cfg, base_gflops=3.0) == ("gflops", (6.0, 12.0))
+
+
+@pytest.mark.parametrize("bad,match", [(dict(trials=0), "--trials"), (dict(family_targets=(1, -2)), "--family-targets"),
+                                       (dict(max_latency=5.0, max_gflops=2.0), "one budget")])
+def test_bad_run_settings_are_one_line(bad, match):
+    with pytest.raises(RunError, match=match):
+        RunConfig(study="s", space="yolov7-tiny", **bad)
