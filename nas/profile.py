@@ -289,7 +289,7 @@ def _first_tensor(output) -> torch.Tensor:
 
 def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: bool = False,
                    latency: bool = False, runs: int = 50, warmup: int = 10, threads: int | None = None,
-                   device: str = "cpu", layers: bool = False) -> dict:
+                   device: str = "cpu", layers: bool = False, meter=None) -> dict:
     """Everything ``y7nas profile`` prints, as one JSON-ready dict.
 
     Keys: ``params``, ``macs``, ``gflops``, ``img``, ``aux_heads`` (and ``layers`` when asked);
@@ -300,7 +300,9 @@ def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: boo
     included, as YOLOv7's fuse()), ``macs_deploy``, ``gflops_deploy`` (inference cost of the fused
     model: no auxiliary heads) and ``max_abs_diff`` (fused vs eval-mode original on a random image);
     with ``latency`` a ``latency_ms`` object measured on the deploy form when ``deploy`` is set,
-    else on the train form.
+    else on the train form. ``meter`` (a :class:`nas.latency.LatencyMeter`, handed in by the caller:
+    ``nas.latency`` imports this module) measures it with its backend or table and adds
+    ``backend``; None times eager torch with ``runs``/``warmup``/``threads``/``device``.
     """
     from nas.fuse import fuse
 
@@ -327,6 +329,8 @@ def profile_report(model: nn.Module, img: int = 640, batch: int = 1, deploy: boo
                       max_abs_diff=max_abs_difference(model, fused, img))
         timed, form = fused, "deploy"
     if latency:
-        result = measure_latency(timed, img, batch, runs, warmup, threads, device, form)
-        report["latency_ms"] = result.to_dict()
+        if meter is not None:
+            report["latency_ms"] = meter.report(timed, img, batch, form)
+        else:
+            report["latency_ms"] = measure_latency(timed, img, batch, runs, warmup, threads, device, form).to_dict()
     return report
