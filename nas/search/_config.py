@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nas.errors import SearchError
+from nas.latency import LatencyMeter, get_backend
 from nas.search._fidelity import FIDELITIES, get_fidelity
 from nas.search._objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
 from nas.search._pruning import PruningRule
@@ -30,7 +31,7 @@ CONSTRAINTS: Mapping[str, tuple[str, float]] = {
 #: fields that define a study: reopening it with other values is refused
 STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "data",
                 "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img",
-                "supernet_sha", "oneshot_calib", "oneshot_val")
+                "supernet_sha", "oneshot_calib", "oneshot_val", "latency")
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CONFIG_ATTR = "y7nas:config"
@@ -46,6 +47,12 @@ class SearchConfig:
     ``sampler=None`` picks ``nsga2`` for several objectives and ``tpe`` for one. ``threads`` is
     the total number of torch CPU threads, divided among ``workers``. ``storage=None`` means
     SQLite at ``<results_dir>/<study>/study.db``. ``max_params`` is in millions.
+
+    Latency (objective ``latency_ms`` or ``--max-latency``) is measured by :meth:`latency_meter`:
+    ``latency_backend`` (``torch`` or ``onnxruntime``) on ``device`` with ``latency_threads``
+    intra-op threads (default 1), whatever ``threads`` the workers score with, or predicted by
+    the ``latency_table`` file. Those settings, the image size and the library versions are a
+    study field (``latency``): a resumed run or a worker measuring otherwise is refused.
     """
 
     study: str
@@ -70,6 +77,9 @@ class SearchConfig:
     dimensions: tuple[str, ...] = ()
     latency_runs: int = 10
     latency_warmup: int = 3
+    latency_backend: str = "torch"
+    latency_threads: int = 1
+    latency_table: str | None = None
     zero_cost_batch: int = 16
     proxy_epochs: int = 5
     proxy_subset: int | None = 256
@@ -103,6 +113,11 @@ class SearchConfig:
             raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {self.img}")
         if self.threads is not None and self.threads < 1:
             raise SearchError(f"--threads must be >= 1, got {self.threads}")
+        if isinstance(self.latency_threads, bool) or not isinstance(self.latency_threads, int) \
+                or self.latency_threads < 1:
+            raise SearchError(f"--latency-threads must be >= 1, got {self.latency_threads}")
+        if self.latency_table is None:
+            get_backend(self.latency_backend)  # unknown name: one line
         for name in CONSTRAINTS:
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -151,6 +166,11 @@ class SearchConfig:
     @property
     def needs_latency(self) -> bool:
         return "latency_ms" in self.objectives or self.max_latency is not None
+
+    def latency_meter(self) -> LatencyMeter:
+        """How this search measures latency (see the class docstring)."""
+        return LatencyMeter(backend=self.latency_backend, device=self.device, threads=self.latency_threads,
+                            runs=self.latency_runs, warmup=self.latency_warmup, table=self.latency_table)
 
     @property
     def train_img(self) -> int:
@@ -208,6 +228,8 @@ class SearchConfig:
             "seed": self.seed,
             "latency_runs": self.latency_runs,
             "latency_warmup": self.latency_warmup,
+            "latency": self.latency_meter().record(self.img) if self.needs_latency else None,
+            "latency_table": self.latency_table if self.needs_latency else None,
         }
 
     def check_against(self, stored: Mapping[str, Any]) -> None:
@@ -217,6 +239,11 @@ class SearchConfig:
             if key == "space_signature" and not mine[key]:
                 continue  # no space object at hand (the space name is still checked)
             if key in stored and _norm(stored[key]) != _norm(mine[key]):
+                if isinstance(stored[key], dict) and isinstance(mine[key], dict):
+                    key, theirs, ours = _first_difference(key, stored[key], mine[key])
+                    raise SearchError(
+                        f"study {self.study!r} was created with {key}={_show(theirs)}, this run "
+                        f"measures {key}={_show(ours)}; use another --study name or the same settings")
                 raise SearchError(
                     f"study {self.study!r} was created with {key}={_show(stored[key])}, this run "
                     f"asks for {key}={_show(mine[key])}; use another --study name or the same options")
@@ -242,9 +269,28 @@ class SearchConfig:
             oneshot_calib=attrs.get("oneshot_calib") or 64, oneshot_val=attrs.get("oneshot_val"),
             prune_eta=attrs.get("prune_eta", 3), prune_min_epoch=attrs.get("prune_min_epoch", 1),
             latency_runs=attrs.get("latency_runs", 10), latency_warmup=attrs.get("latency_warmup", 3),
-            **limits)
+            latency_table=attrs.get("latency_table"), **_latency_options(attrs), **limits)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _latency_options(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``latency_backend`` / ``latency_threads`` of a stored study (a table brings its own)."""
+    latency = attrs.get("latency") or {}
+    if attrs.get("latency_table") or not latency:
+        return {}
+    return {"latency_backend": latency.get("backend") or "torch", "latency_threads": latency.get("threads") or 1}
+
+
+def _first_difference(key: str, stored: Mapping[str, Any], mine: Mapping[str, Any]) -> tuple[str, Any, Any]:
+    """``(dotted key, stored value, this run's value)`` of the first sub-field that differs."""
+    for sub in sorted(set(stored) | set(mine)):
+        a, b = stored.get(sub), mine.get(sub)
+        if _norm(a) != _norm(b):
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _first_difference(f"{key}.{sub}", a, b)
+            return f"{key}.{sub}", a, b
+    return key, stored, mine
 
 
 def _uses_data(fidelity: str) -> bool:

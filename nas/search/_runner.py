@@ -89,6 +89,7 @@ class Evaluator:
     def __init__(self, cfg: SearchConfig, threads: int | None = None, space: Any = None):
         self.cfg = cfg
         self.threads = threads
+        self.meter = cfg.latency_meter()
         self.fidelity = get_fidelity(cfg.fidelity)()
         self.context = EvalContext(img=cfg.img, device=cfg.device, seed=cfg.seed, data=cfg.data,
                                    batch=cfg.zero_cost_batch, threads=threads, space=space,
@@ -107,6 +108,8 @@ class Evaluator:
         from nas.profile import resolve_device
 
         resolve_device(self.cfg.device)
+        if self.cfg.needs_latency:
+            self.meter.check()
         if self.fidelity.needs_data:
             self.context.images()
         self.fidelity.prepare(self.context)
@@ -114,6 +117,9 @@ class Evaluator:
 
     def measure(self, genome: Any, monitor: TrialMonitor | None = None) -> dict[str, float]:
         """Params, GFLOPs (deploy form), deploy latency when needed, then the fidelity's metrics.
+
+        Latency is measured by the study's :class:`nas.latency.LatencyMeter` (its own thread
+        count, ``--latency-threads``); everything else runs with this worker's ``threads``.
 
         The costs are measured first and handed to ``monitor`` (which may stop the trial before
         or during a multi-epoch fidelity: see :mod:`nas.search._pruning`).
@@ -133,7 +139,7 @@ class Evaluator:
         from nas.cfg import parse_cfg
         from nas.expand import expand
         from nas.fuse import fuse
-        from nas.profile import measure_latency, profile_model
+        from nas.profile import profile_model
 
         import torch
 
@@ -147,10 +153,7 @@ class Evaluator:
         prof = profile_model(deploy, self.cfg.img)
         metrics: dict[str, float] = {"params": int(prof.params), "gflops": round(prof.gflops, 6)}
         if self.cfg.needs_latency:
-            lat = measure_latency(deploy, self.cfg.img, batch=1, runs=self.cfg.latency_runs,
-                                  warmup=self.cfg.latency_warmup, threads=self.threads,
-                                  device=self.cfg.device, form="deploy")
-            metrics["latency_ms"] = round(lat.median, 4)
+            metrics["latency_ms"] = round(self.meter.measure(deploy, self.cfg.img), 4)
         monitor = monitor or TrialMonitor(self.cfg.objectives, self.cfg.proxy_epochs)
         if not monitor.start(metrics):
             return metrics
@@ -537,7 +540,8 @@ def _threads_per_worker(cfg: SearchConfig) -> int:
 
     The models a search builds are small: on a CPU they gain little from intra-op threads,
     while threads competing for busy cores slow everything (several times over on a shared
-    machine) and make latency noisy. Scale a search with ``--workers``, not threads.
+    machine) and make latency noisy. Scale a search with ``--workers``, not threads. Latency is
+    not timed with these threads but with the study's ``--latency-threads`` (a study field).
     """
     return max(1, (cfg.threads or cfg.workers) // cfg.workers)
 
