@@ -327,6 +327,8 @@ class ScaleRequest:
     latency_runs: int = 10
     threads: int | None = None
     device: str = "cpu"
+    latency_backend: str = "torch"           # how members are timed (nas.latency.LATENCY_BACKENDS)
+    latency_table: str | None = None         # or a latency table that predicts them
     plot: bool = True
     #: test hook: grid points to evaluate instead of coefficient_grid(step=grid_step).
     grid: tuple[Coefficients, ...] | None = field(default=None, compare=False)
@@ -359,11 +361,16 @@ def _validate(req: ScaleRequest) -> tuple[Coefficients | None, tuple[float, ...]
     check_proxy_options(req.proxy_epochs, req.proxy_subset)
     if req.grid_search:
         check_fidelity(req.fidelity)
-    Measurer(req.latency_runs, threads=req.threads, device=req.device)  # validates
+    _measurer(req).check()  # validates, incl. the latency backend or table
     from nas.profile import resolve_device
 
     resolve_device(req.device)
     return coeffs, phis, targets
+
+
+def _measurer(req: ScaleRequest) -> Measurer:
+    return Measurer(req.latency_runs, threads=req.threads, device=req.device, backend=req.latency_backend,
+                    table=req.latency_table)
 
 
 def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) -> ScaleResult:
@@ -382,7 +389,7 @@ def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) 
     out_dir = Path(req.out_dir) if req.out_dir is not None else Path(req.results_dir) / "scale" / name
     if out_dir.exists() and not out_dir.is_dir():
         raise ScalingError(f"output path {out_dir} exists and is not a folder")
-    measure = Measurer(req.latency_runs, threads=req.threads, device=req.device)
+    measure = _measurer(req)
 
     grid = None
     extra: dict[str, bytes] = {}
