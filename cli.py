@@ -51,6 +51,11 @@ def write_text_atomically(path: Path, text: str) -> None:
         raise NasError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+_LATENCY_BACKEND_HELP = ("How latency is timed: torch (eager) or onnxruntime (the ONNX export, CPU provider; "
+                         "CUDA provider on --device cuda).")
+_LATENCY_TABLE_HELP = "Predict latency from this latency table instead of timing (its device/threads/versions)."
+
+
 # ----------------------------------------------------------------------------- presets
 @app.command()
 def presets() -> None:
@@ -101,17 +106,23 @@ def profile(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML
             device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
             layers: bool = typer.Option(False, "--layers", help="Per-layer params and multiply-adds."),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+            latency_backend: str = typer.Option("torch", "--latency-backend", help=_LATENCY_BACKEND_HELP),
+            latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
             ) -> None:
     """Count params and FLOPs (GFLOPs = 2 x multiply-adds / 1e9), optionally fuse and time a model."""
     from nas.build import build_model
+    from nas.latency import LatencyMeter
     from nas.profile import profile_report
     from nas.sources import resolve_model
 
     with user_errors():
+        meter = LatencyMeter(latency_backend, device, threads, runs, warmup, latency_table)
+        if latency:
+            meter.check()
         source = resolve_model(model)
         net = build_model(source.cfg)
         report = profile_report(net, img=img, batch=batch, deploy=deploy, latency=latency, runs=runs,
-                                warmup=warmup, threads=threads, device=device, layers=layers)
+                                warmup=warmup, threads=threads, device=device, layers=layers, meter=meter)
     if as_json:
         sys.stdout.write(json.dumps({"model": source.name, **report}) + "\n")
         return
@@ -141,10 +152,41 @@ def _print_profile(name: str, report: dict) -> None:
         table.add_row("max |fused - original|", f"{report['max_abs_diff']:.2e}")
     if "latency_ms" in report:
         lat = report["latency_ms"]
-        table.add_row(f"latency median ({lat['form']}, {lat['device']}, batch {lat['batch']}, "
-                      f"{lat['threads']} threads)", f"{lat['median']:.2f} ms")
-        table.add_row(f"latency p90 ({lat['runs']} runs, {lat['warmup']} warm-up)", f"{lat['p90']:.2f} ms")
+        table.add_row(f"latency median ({lat['form']}, {lat.get('backend', 'torch')}, {lat['device']}, "
+                      f"batch {lat['batch']}, {lat['threads']} threads)", f"{lat['median']:.2f} ms")
+        if "p90" in lat:
+            table.add_row(f"latency p90 ({lat['runs']} runs, {lat['warmup']} warm-up)", f"{lat['p90']:.2f} ms")
+        if "table" in lat:
+            table.add_row("latency predicted by table", escape(lat["table"]))
     out.print(table)
+
+
+# ----------------------------------------------------------------------------- onnx
+@app.command()
+def onnx(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML or preset name."),
+         output: Path = typer.Option(..., "-o", "--output", help="ONNX file to write."),
+         img: int = typer.Option(640, "--img", help="Square input size in pixels."),
+         batch: int = typer.Option(1, "--batch", help="Batch size of the exported input."),
+         dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Symbolic batch dimension."),
+         opset: int = typer.Option(17, "--opset", help="ONNX opset (11-21)."),
+         ) -> None:
+    """Export the deploy (fused) form to ONNX: decoded predictions (batch, boxes, 5 + nc), no NMS;
+    checked in ONNX Runtime against torch before the file is written."""
+    from nas.build import build_model
+    from nas.sources import resolve_model
+
+    with user_errors():
+        _write_onnx(build_model(resolve_model(model).cfg), output, img, batch, dynamic_batch, opset)
+
+
+def _write_onnx(net, path: Path, img: int, batch: int = 1, dynamic_batch: bool = False, opset: int = 17) -> None:
+    from nas.latency import ONNX_RTOL, ONNX_TOLERANCE, write_onnx
+
+    done = write_onnx(net, path, img=img, batch=batch, dynamic_batch=dynamic_batch, opset=opset)
+    shape = "dynamic batch" if done.dynamic_batch else f"batch {done.batch}"
+    out.print(f"wrote {escape(str(done.path))} (opset {done.opset}, {done.img} px, {shape}, "
+              f"{done.bytes / 1e6:.1f} MB); ONNX Runtime vs torch max abs difference {done.max_abs_diff:.2e} "
+              f"(allowed {ONNX_TOLERANCE:g} + {ONNX_RTOL:g}*|value|)", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- scale
@@ -175,6 +217,8 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           latency_runs: int = typer.Option(10, "--latency-runs", help="Timed runs per member (0: skip)."),
           threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (proxy training: default 1)."),
           device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (latency, proxy training)."),
+          latency_backend: str = typer.Option("torch", "--latency-backend", help=_LATENCY_BACKEND_HELP),
+          latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
           ) -> None:
     """Compound-scale one architecture into a depth/width/resolution family of yolov7 YAMLs."""
     from scaling.family import ScaleRequest, phi_label, run_scale
@@ -185,7 +229,7 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
                            grid_step=grid_step, target_gflops=target_gflops,
                            target_latency=target_latency, study=study, trial=trial,
                            results_dir=results_dir, latency_runs=latency_runs, threads=threads,
-                           device=device)
+                           device=device, latency_backend=latency_backend, latency_table=latency_table)
     with user_errors():
         result = run_scale(request, progress=err.print)
     fam = result.family
@@ -366,6 +410,10 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            prune_min_epoch: int = typer.Option(1, "--prune-min-epoch", help="Pruning: first epoch checked."),
            threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads, split among workers (default 1 each)."),
            device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
+           latency_backend: str = typer.Option("torch", "--latency-backend", help=_LATENCY_BACKEND_HELP),
+           latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with "
+                                               "(recorded on the study; --threads is for scoring)."),
+           latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
            ) -> None:
     """Multi-objective architecture search (resumable: re-run the same command to continue)."""
     from nas.search import SearchConfig
@@ -378,7 +426,9 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
                            results_dir=results_dir, storage=storage, threads=threads, device=device,
                            proxy_epochs=proxy_epochs, proxy_subset=proxy_subset, proxy_img=proxy_img,
                            supernet=supernet, oneshot_calib=oneshot_calib, oneshot_val=oneshot_val,
-                           prune=prune, prune_eta=prune_eta, prune_min_epoch=prune_min_epoch)
+                           prune=prune, prune_eta=prune_eta, prune_min_epoch=prune_min_epoch,
+                           latency_backend=latency_backend, latency_threads=latency_threads,
+                           latency_table=latency_table)
         _run_search_cli(cfg)
 
 
@@ -386,12 +436,19 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
 def worker(study: str = typer.Option(..., "--study", help="Name of an existing study."),
            storage: str = typer.Option(..., "--storage", help="Its Optuna storage URL."),
            threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+           latency_backend: Optional[str] = typer.Option(None, "--latency-backend", help="Must be the "
+                                                         "study's (default: the study's)."),
+           latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Must be the "
+                                                         "study's (default: the study's)."),
+           latency_table: Optional[str] = typer.Option(None, "--latency-table", help="The study's latency "
+                                                       "table on this machine (default: its recorded path)."),
            ) -> None:
     """Join a running study from this machine (space, objectives etc. come from the study)."""
     from nas.search import get_fidelity, load_study_config, run_worker
 
     with user_errors():
-        cfg = load_study_config(study, storage, threads=threads)
+        cfg = load_study_config(study, storage, threads=threads, latency_backend=latency_backend,
+                                latency_threads=latency_threads, latency_table=latency_table)
         get_fidelity(cfg.fidelity)().check_available()
         space = _search_space(cfg)
         progress = _SearchProgress(err)
@@ -424,13 +481,22 @@ def export(study: str = typer.Option(..., "--study", help="Study name."),
                                                  "study's SQLite file under --results-dir)."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Flat YAML to write "
                                                  "(default <results-dir>/<study>/models/trial_<N>.yaml)."),
+           to_onnx: bool = typer.Option(False, "--onnx", help="Also write the deploy form as ONNX next to the YAMLs."),
+           img: Optional[int] = typer.Option(None, "--img", help="ONNX input size (default: the study's --img)."),
            ) -> None:
-    """Write one trial's architecture as a flat yolov7 YAML plus its genome YAML."""
+    """Write one trial's architecture as a flat yolov7 YAML plus its genome YAML (and ONNX)."""
     from nas.search import export_trial
 
     with user_errors():
         flat, genome = export_trial(study, trial, results_dir, storage, output)
-    err.print(f"wrote {flat} and {genome}")
+        err.print(f"wrote {flat} and {genome}")
+        if to_onnx:
+            from nas.build import build_model
+            from nas.search import open_results_study
+            from nas.sources import resolve_model
+
+            size = img or open_results_study(study, results_dir, storage)[0].img
+            _write_onnx(build_model(resolve_model(str(flat)).cfg), flat.with_suffix(".onnx"), size)
 
 
 # ----------------------------------------------------------------------------- train / val / data
