@@ -221,7 +221,7 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
           ) -> None:
     """Compound-scale one architecture into a depth/width/resolution family of yolov7 YAMLs."""
-    from scaling.family import ScaleRequest, phi_label, run_scale
+    from scaling.family import ScaleRequest, run_scale
 
     request = ScaleRequest(base=base, phi=phi, alpha=alpha, beta=beta, gamma=gamma, img=img,
                            out_dir=output, grid_search=grid_search, fidelity=fidelity, data=data,
@@ -232,7 +232,13 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
                            device=device, latency_backend=latency_backend, latency_table=latency_table)
     with user_errors():
         result = run_scale(request, progress=err.print)
-    fam = result.family
+    _print_family(result.family)
+    out.print(f"wrote {len(result.files)} files to {result.out_dir}")
+
+
+def _print_family(fam) -> None:
+    from scaling.family import phi_label
+
     table = Table("phi", "depth", "width", "img", "params", "GFLOPs", "ratio", "ideal", "latency ms",
                   title=f"{fam.name}: {fam.coeffs} (GFLOPs = 2 x multiply-adds; latency: deploy form)")
     for m in fam.members:
@@ -242,7 +248,6 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
     out.print(table)
     for metric, target, found in fam.targets:
         out.print(f"target {target:g} {'GFLOPs' if metric == 'gflops' else 'ms'}: phi={phi_label(found)}")
-    out.print(f"wrote {len(result.files)} files to {result.out_dir}")
 
 
 # ----------------------------------------------------------------------------- search
@@ -731,55 +736,107 @@ def finalists(study: str = typer.Option(..., "--study", help="Study name."),
                            supernet=supernet, lr=lr)
 
 
+# ----------------------------------------------------------------------------- run
+def _run_hooks(as_json: bool):
+    """RunHooks that print like the single commands (stderr when --json owns stdout)."""
+    from nas.pipeline import RunHooks
+
+    lines = err if as_json else out
+    return RunHooks(line=lambda text: lines.print(text, markup=False, soft_wrap=True),
+                    supernet_progress=lambda epochs: _supernet_progress(as_json, epochs),
+                    search_progress=lambda: _SearchProgress(err),
+                    front=(lambda summary: None) if as_json else _print_front,
+                    finalists=(lambda result: None) if as_json else _print_finalists,
+                    family=(lambda family: None) if as_json else _print_family)
+
+
+def _parse_multiples(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise NasError(f"--family-targets must be comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
+        data: str = typer.Option("synthetic", "--data", help="'synthetic', 'synthetic-large' or a data YAML."),
+        study: str = typer.Option(..., "--study", help="Run name (the folder results/<study>/)."),
+        results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
+        img: Optional[int] = typer.Option(None, "--img", help="Square input size (default 160 one-shot, else 320)."),
+        max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Budget: deploy latency ms."),
+        max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Budget: GFLOPs."),
+        max_params: Optional[float] = typer.Option(None, "--max-params", help="Budget: millions of params."),
+        objectives: str = typer.Option("score,latency_ms", "--objectives", help="Search objectives."),
+        fidelity: str = typer.Option("oneshot", "--fidelity", help="oneshot, zero-cost or proxy."),
+        trials: int = typer.Option(100, "--trials", help="Candidates searched."),
+        finalists: int = typer.Option(2, "--finalists", help="Front architectures trained (fine-tuned one-shot)."),
+        finalist_epochs: int = typer.Option(5, "--finalist-epochs", help="Training epochs per finalist."),
+        family_targets: str = typer.Option("1,2,4", "--family-targets", help="Family members at these multiples "
+                                           "of the budget (of the chosen model's GFLOPs without a latency/GFLOPs budget)."),
+        supernet_epochs: int = typer.Option(30, "--supernet-epochs", help="Supernet training epochs (one-shot)."),
+        activation: str = typer.Option("silu", "--activation", help="The supernet's activation (one-shot)."),
+        latency_backend: str = typer.Option("torch", "--latency-backend", help="torch or onnxruntime."),
+        latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with."),
+        latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
+        seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+        workers: int = typer.Option(1, "--workers", help="Search worker processes on this machine."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        as_json: bool = typer.Option(False, "--json", help="Print the paths of everything written as JSON."),
+        ) -> None:
+    """One command from (data, budget) to a report: supernet (one-shot), search, finalists,
+    compound-scaled family of the best finalist within the budget, HTML report. Re-running the
+    same command continues where it stopped."""
+    import json
+    import time
+
+    from nas.pipeline import RunConfig, run_pipeline
+    from nas.search._objectives import parse_objectives
+
+    with user_errors():
+        cfg = RunConfig(study=study, space=space, data=data, results_dir=results_dir, img=img,
+                        max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
+                        objectives=parse_objectives(objectives), fidelity=fidelity, trials=trials,
+                        finalists=finalists, finalist_epochs=finalist_epochs,
+                        family_targets=_parse_multiples(family_targets), supernet_epochs=supernet_epochs,
+                        activation=activation, latency_backend=latency_backend, latency_threads=latency_threads,
+                        latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads)
+        started = time.perf_counter()
+        stages = run_pipeline(cfg, _run_hooks(as_json))
+        if as_json:
+            print(json.dumps({"study": study, "seconds": round(time.perf_counter() - started, 1),
+                              "stages": stages}, indent=2))
+        else:
+            out.print(f"run {study} done; report: {stages['report']['outputs']['report']}", soft_wrap=True)
+
+
 # ----------------------------------------------------------------------------- demo
-#: make demo's settings: a CPU-sized space, the learnable synthetic set, 64 px
-DEMO = dict(space="yolov7-tiny-cpu", data="synthetic-large", img=64, activation="relu",
-            supernet_epochs=12, trials=100, finalists=2, finetune_epochs=3)
+#: make demo's settings: `y7nas run` on a CPU-sized space, the learnable synthetic set, 64 px
+DEMO = dict(study="demo", space="yolov7-tiny-cpu", data="synthetic-large", img=64, activation="relu",
+            supernet_epochs=5, random_subnets=1, trials=100, finalists=2, finalist_epochs=3,
+            max_gflops=0.06, threads=2)
 
 
 @app.command()
 def demo() -> None:
-    """The main job on the embedded defaults: train the supernet of a CPU-sized yolov7-tiny space
-    on the learnable synthetic set, search 100 candidates one-shot (score vs latency), fine-tune two
-    finalists from their inherited weights."""
-    import shutil
+    """The main job on the embedded defaults: `y7nas run` on the learnable synthetic set: train the
+    supernet of a CPU-sized yolov7-tiny space, search 100 candidates one-shot (score vs latency)
+    under a GFLOPs budget, fine-tune two finalists from their inherited weights, scale the best
+    into a family and write the HTML report. Re-running continues (or shows) results/demo/."""
     import time
 
-    from nas.data import load_data_config
-    from nas.search import SearchConfig
-    from nas.supernet import SupernetConfig, train_supernet
-    from search_spaces import get_space
+    from nas.pipeline import RunConfig, run_pipeline
 
-    d = DEMO
-    results = Path("results")
-    supernet = results / "demo-supernet.pt"     # kept between runs: a re-run resumes or reuses it
     with user_errors():
-        t0 = time.perf_counter()
-        data_cfg = load_data_config(d["data"])
-        out.print(f"demo 1/3: supernet of space {d['space']} ({d['activation']}) on {d['data']} "
-                  f"({data_cfg.nc} classes), {d['supernet_epochs']} epochs at {d['img']} px -> {supernet}",
-                  soft_wrap=True)
-        on_step, on_epoch, ctx = _supernet_progress(False, d["supernet_epochs"])
-        with ctx:
-            res = train_supernet(get_space(d["space"], nc=data_cfg.nc), data_cfg, supernet,
-                                 SupernetConfig(epochs=d["supernet_epochs"], img=d["img"], seed=0,
-                                                activation=d["activation"], random_subnets=1, threads=2),
-                                 on_step=on_step, on_epoch=on_epoch)
-        out.print(f"supernet: largest sub-network mAP@0.5:0.95 {res.map50_95_largest:.3f}, smallest "
-                  f"{res.map50_95_smallest:.3f} ({time.perf_counter() - t0:.0f} s)")
-        cfg = SearchConfig(study="demo", space=d["space"], trials=d["trials"], objectives=("score", "latency_ms"),
-                           fidelity="oneshot", supernet=str(supernet), data=d["data"], img=d["img"], seed=0,
-                           threads=2, results_dir=results)
-        if cfg.study_dir.exists():
-            shutil.rmtree(cfg.study_dir)  # the search and finalists start fresh each time
-        out.print(f"demo 2/3: {cfg.trials}-candidate one-shot search (score = val mAP@0.5:0.95 with "
-                  f"inherited weights; objectives {','.join(cfg.objectives)})", soft_wrap=True)
-        _run_search_cli(cfg)
-        out.print(f"demo 3/3: {d['finalists']} finalists fine-tuned {d['finetune_epochs']} epochs from "
-                  "their inherited weights", soft_wrap=True)
-        _run_finalists_cli(cfg.study, cfg.results_dir, top=d["finalists"], epochs=d["finetune_epochs"],
-                           img=cfg.img, subset=None, threads=2)
-        out.print(f"demo done in {time.perf_counter() - t0:.0f} s; results in {cfg.study_dir}/")
+        started = time.perf_counter()
+        cfg = RunConfig(**DEMO)
+        out.print(f"demo: y7nas run --study {cfg.study} --space {cfg.space} --data {cfg.data} --img {cfg.img} "
+                  f"--activation {cfg.activation} --supernet-epochs {cfg.supernet_epochs} --trials {cfg.trials} "
+                  f"--finalists {cfg.finalists} --finalist-epochs {cfg.finalist_epochs} "
+                  f"--max-gflops {cfg.max_gflops} --threads {cfg.threads}", soft_wrap=True)
+        stages = run_pipeline(cfg, _run_hooks(False))
+        out.print(f"demo done in {time.perf_counter() - started:.0f} s; report: "
+                  f"{stages['report']['outputs']['report']}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- supernet

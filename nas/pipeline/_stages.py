@@ -49,6 +49,9 @@ class RunConfig:
     random_subnets: int = 2
     seed: int = 0
     latency_runs: int = 10
+    latency_backend: str = "torch"
+    latency_threads: int = 1
+    latency_table: str | None = None
     device: str = "cpu"
     workers: int = 1
     threads: int | None = None
@@ -138,6 +141,8 @@ def search_config(cfg: RunConfig):
                         max_latency=cfg.max_latency, max_gflops=cfg.max_gflops, max_params=cfg.max_params,
                         results_dir=cfg.results_dir, threads=cfg.threads, device=cfg.device,
                         workers=cfg.workers, latency_runs=cfg.latency_runs,
+                        latency_backend=cfg.latency_backend, latency_threads=cfg.latency_threads,
+                        latency_table=cfg.latency_table,
                         supernet=str(cfg.supernet_path) if oneshot else None, **dict(cfg.extra))
 
 
@@ -229,7 +234,8 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     name, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
     name = f"{cfg.study}-trial{best['number']}"
     coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
-    measure = Measurer(cfg.latency_runs, threads=cfg.threads or 1, device=cfg.device)
+    measure = Measurer(cfg.latency_runs, threads=cfg.latency_threads, device=cfg.device,
+                       backend=cfg.latency_backend, table=cfg.latency_table)
     base_gflops = measure.static(genome, cfg.img)[1]
     metric, targets = family_targets(cfg, base_gflops)
     base_cost = base_gflops if metric == "gflops" else measure.latency(genome, cfg.img)
@@ -262,7 +268,8 @@ def _budget_text(cfg: RunConfig) -> str:
 
 
 _SEARCH_KEYS = ("space", "data", "img", "max_latency", "max_gflops", "max_params", "objectives",
-                "fidelity", "trials", "seed", "latency_runs")
+                "fidelity", "trials", "seed", "latency_runs", "latency_backend", "latency_threads",
+                "latency_table")
 
 #: The stages of a run, in order, with the settings each depends on.
 STAGES: tuple[Stage, ...] = (
