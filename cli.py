@@ -358,6 +358,21 @@ def _run_search_cli(cfg) -> None:
     finally:
         progress.close()
     _print_front(summary)
+    _write_report_quietly(cfg.study, cfg.results_dir, cfg.storage)
+
+
+def _write_report_quietly(study: str, results_dir: Path, storage: Optional[str] = None) -> None:
+    """Write results/<study>/report.html after a search or finalists run; a failure is one warning
+    line (the results themselves are already written)."""
+    try:
+        from nas.report import write_report
+
+        path = write_report(study, results_dir, storage=storage)
+    except Exception as exc:  # noqa: BLE001 - a report must never cost the results
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        err.print(f"warning: report not written: {text}", markup=False, soft_wrap=True)
+    else:
+        out.print(f"report: {path}", soft_wrap=True)
 
 
 @app.command()
@@ -505,6 +520,23 @@ def export(study: str = typer.Option(..., "--study", help="Study name."),
 
 
 # ----------------------------------------------------------------------------- train / val / data
+@app.command()
+def report(study: str = typer.Option(..., "--study", help="Study name."),
+           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL (default: the "
+                                                 "study's SQLite file under --results-dir)."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="HTML file to write "
+                                                 "(default <results-dir>/<study>/report.html)."),
+           ) -> None:
+    """Write the study's self-contained HTML report (settings, interactive Pareto chart, sortable
+    trials, finalists, pruning, family; opens without a network)."""
+    from nas.report import write_report
+
+    with user_errors():
+        path = write_report(study, results_dir, out=output, storage=storage)
+    out.print(f"report: {path} ({path.stat().st_size / 1024:.0f} KiB)", soft_wrap=True)
+
+
 def _train_progress(as_json: bool, epochs: int):
     """(on_batch, on_epoch, context) for `train`: a rich bar on a terminal, plain lines otherwise."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -705,6 +737,7 @@ def _run_finalists_cli(study: str, results_dir: Path, **options) -> None:
                                                                                  soft_wrap=True),
                              space=space, **options)
     _print_finalists(result)
+    _write_report_quietly(study, Path(results_dir), options.get("storage"))
 
 
 @app.command()

@@ -32,5 +32,9 @@ class SearchError(NasError):
     """A search or study request cannot be carried out (unknown space, storage, study)."""
 
 
+class ReportError(NasError):
+    """A report cannot be written (an unreadable result file, an unusable output path)."""
+
+
 class ScalingError(NasError):
     """A compound-scaling request is invalid (coefficients, phi list, unrecognised base)."""
