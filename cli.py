@@ -955,5 +955,86 @@ def supernet_train(space: str = typer.Option(..., "--space", help="Search space 
     out.print(f"supernet: {result.path}")
 
 
+# ----------------------------------------------------------------------------- latency tables
+latency_app = typer.Typer(no_args_is_help=True, help="Latency tables: every layer of a search space timed once "
+                          "on the target device, summed to predict latency (docs/LATENCY.md).")
+app.add_typer(latency_app, name="latency-table")
+
+_TABLE_STAGES = {"sampling": "timing layers", "calibrating": "calibrating", "coverage": "coverage"}
+
+
+def _table_progress(lines: Console):
+    """(on_progress, context): a rich bar per stage on a terminal, one line per stage otherwise."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not lines.is_terminal:
+        def on_line(stage: str, done: int, total: int, layers: int) -> None:
+            if done == total:
+                lines.print(f"{_TABLE_STAGES[stage]}: {done}/{total} architectures, {layers} layers", soft_wrap=True)
+        return on_line, contextlib.nullcontext()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[layers]} layers"), TimeElapsedColumn(), console=lines)
+    tasks: dict[str, int] = {}
+
+    def on_bar(stage: str, done: int, total: int, layers: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(_TABLE_STAGES[stage], total=total, layers=layers)
+        progress.update(tasks[stage], completed=done, layers=layers)
+
+    return on_bar, progress
+
+
+@latency_app.command("build")
+def latency_table_build(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
+                        img: int = typer.Option(..., "--img", help="Square input size the table is built at."),
+                        output: Path = typer.Option(..., "-o", "--output", help="Table file (JSON); an existing "
+                                                    "table of this device is extended."),
+                        backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime or torch."),
+                        threads: int = typer.Option(1, "--threads", help="Intra-op CPU threads."),
+                        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+                        samples: int = typer.Option(100, "--samples", help="Random architectures whose layers "
+                                                    "are timed (plus the space's preset)."),
+                        calibration: int = typer.Option(6, "--calibration", help="Random whole models timed "
+                                                        "(plus the preset) to calibrate the layer sums."),
+                        holdout: int = typer.Option(20, "--holdout", help="Further architectures, not timed, that "
+                                                    "estimate how often a new one finds all its layers."),
+                        seed: int = typer.Option(0, "--seed", help="Seed of the sampled architectures."),
+                        runs: int = typer.Option(20, "--runs", help="Timed runs per layer (median)."),
+                        warmup: int = typer.Option(3, "--warmup", help="Untimed runs per layer."),
+                        nc: int = typer.Option(80, "--nc", help="Classes of the detect head."),
+                        as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+                        ) -> None:
+    """Time every distinct layer a space produces at one size, once, on this device; calibrate the
+    layer sums on whole models. `--latency-table FILE` on search, scale and profile then predicts."""
+    from nas.latency._table import build_table
+    from search_spaces import get_space
+
+    lines = err if as_json else out
+    with user_errors():
+        search_space = get_space(space, nc=nc)
+        on_progress, ctx = _table_progress(lines)
+        with ctx:
+            result = build_table(search_space, img, output, backend=backend, threads=threads, device=device,
+                                 samples=samples, calibration_models=calibration, holdout=holdout, seed=seed,
+                                 runs=runs, warmup=warmup, progress=on_progress)
+    cal = result.calibration
+    summary = {"table": str(result.path), "layers": result.layers, "seconds": round(result.seconds, 2),
+               "calibration": {k: cal[k] for k in ("curve", "a", "b", "call_overhead_ms", "fit_mape_percent")},
+               "coverage": result.coverage}
+    if as_json:
+        sys.stdout.write(json.dumps(summary) + "\n")
+        return
+    cov = result.coverage
+    curve = (f"{cal['a']:.3f} x sum {cal['b']:+.3f} ms" if cal["curve"] == "linear"
+             else f"{cal['a']:.3f} x sum^{cal['b']:.3f}")
+    out.print(f"{result.layers} layers ({result.timed} timed now) in {result.seconds:.1f}s; latency ≈ {curve} "
+              f"(fit error {cal['fit_mape_percent']:.1f} % on {len(cal['points'])} whole models)", soft_wrap=True)
+    if cov.get("holdout_architectures"):
+        out.print(f"coverage: {cov['holdout_layer_hit_rate']:.1%} of the layers of {cov['holdout_architectures']} "
+                  f"new random architectures found, {cov['holdout_complete_rate']:.0%} of them complete",
+                  soft_wrap=True)
+    out.print(f"table: {escape(str(result.path))}", soft_wrap=True)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,166 @@
+"""The layers of a detector as a latency table sees them, and how one layer is timed.
+
+A detector's latency is predicted from its layers (nn-Meter's idea): each layer of a
+:class:`nas.build.Detector` is named by a *key* that fixes everything its running time depends
+on (block, constructor arguments, repeats and the shape of every input) and is timed alone, once,
+in the form the backend runs it:
+
+* ``onnxruntime``: the single layer (deploy form) exported to ONNX with as many inputs as it
+  reads (a Concat of three feature maps takes three) and run by ONNX Runtime;
+* ``torch``: the module called eagerly on tensors of those shapes.
+
+The layer timers are registered by backend name in :data:`LAYER_TIMERS`.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from nas.errors import NasError
+from nas.latency._backends import time_calls
+from nas.latency._onnx import DEFAULT_OPSET, onnx_session
+
+__all__ = ["LAYER_TIMERS", "LayerUse", "export_layer_onnx", "is_deploy_form", "layer_uses", "time_layer"]
+
+
+@dataclass(frozen=True)
+class LayerUse:
+    """One layer of a model: its index, table key and the (batch, C, H, W) of each input."""
+
+    index: int
+    key: str
+    inputs: tuple[tuple[int, int, int, int], ...]
+    multi_input: bool
+
+
+def _source(i: int, s: int) -> int:
+    """Absolute index of source ``s`` of layer ``i`` (−1: the network input for layer 0)."""
+    return i - 1 if s == -1 else s
+
+
+def layer_uses(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3) -> list[LayerUse]:
+    """The key and input shapes of every layer of ``model`` (a :class:`nas.build.Detector`) at
+    ``img``×``img``. Needs no forward pass: shapes follow from each layer's channels and stride."""
+    info = getattr(model, "info", None)
+    if info is None:
+        raise NasError(f"a latency table predicts y7nas detectors, not {type(model).__name__}")
+    uses = []
+    for i, layer in enumerate(info):
+        shapes = []
+        for s in layer.sources:
+            src = _source(i, s)
+            if src < 0:
+                shapes.append((batch, in_channels, img, img))
+                continue
+            side = img / info[src].stride
+            if side.denominator != 1:
+                raise NasError(f"layer {i} ({layer.module}) reads a feature map of {float(side):g} px "
+                               f"at {img} px: the image size must be a multiple of {model.input_multiple}")
+            shapes.append((batch, info[src].out_channels, int(side), int(side)))
+        uses.append(LayerUse(i, layer_key(layer.module, layer.args, layer.number, shapes), tuple(shapes),
+                             model.multi_input[i]))
+    return uses
+
+
+def layer_key(module: str, args: tuple, number: int, shapes: list[tuple[int, ...]]) -> str:
+    """``Conv(16, 32, 3, 2, None, 1, ReLU(inplace=True)) <- 1x16x80x80``: block, arguments as the
+    builder passes them (activations by their repr), repeats when more than one, input shapes."""
+    repeat = f" x{number}" if number != 1 else ""
+    inputs = " + ".join("x".join(str(d) for d in shape) for shape in shapes)
+    return f"{module}({', '.join(repr(a) for a in args)}){repeat} <- {inputs}"
+
+
+def is_deploy_form(model: nn.Module) -> bool:
+    """Whether every Conv, RepConv and IDetect of ``model`` is fused (what :func:`nas.fuse.fuse`
+    returns): a table holds deploy-form timings only."""
+    from nas.blocks import Conv, IDetect, RepConv
+
+    for m in model.modules():
+        if isinstance(m, Conv) and isinstance(m.bn, nn.BatchNorm2d):
+            return False
+        if isinstance(m, RepConv) and m.rbr_reparam is None:
+            return False
+        if isinstance(m, IDetect) and not m.implicit_folded:
+            return False
+    return True
+
+
+class _LayerAlone(nn.Module):
+    """One layer as a graph of its own: positional inputs (a list for multi-input layers), first
+    output tensor (a detect head's decoded predictions, as the whole-model export keeps)."""
+
+    def __init__(self, layer: nn.Module, multi_input: bool):
+        super().__init__()
+        self.layer, self.multi_input = layer, multi_input
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.layer(list(xs) if self.multi_input else xs[0])
+        while isinstance(out, (tuple, list)):
+            out = out[0]
+        return out
+
+
+def _inputs(shapes, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(0)
+    return tuple(torch.rand(*shape, generator=generator).to(device) for shape in shapes)
+
+
+def export_layer_onnx(layer: nn.Module, shapes, multi_input: bool, opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialized ONNX of one layer on inputs ``x0, x1, ...`` of ``shapes``; output ``y``."""
+    wrapped = _LayerAlone(layer, multi_input).eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, _inputs(shapes), buffer, opset_version=opset, dynamo=False,
+                          input_names=[f"x{i}" for i in range(len(shapes))], output_names=["y"],
+                          do_constant_folding=True)
+    return buffer.getvalue()
+
+
+def _time_onnxruntime(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:
+    session = onnx_session(export_layer_onnx(layer, shapes, multi_input), threads=threads, device=device)
+    feed = {f"x{i}": x.numpy() for i, x in enumerate(_inputs(shapes))}
+    return time_calls(lambda: session.run(None, feed), runs, warmup)
+
+
+def _time_torch(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:
+    dev = torch.device(device)
+    wrapped = _LayerAlone(layer, multi_input).eval().to(dev)
+    xs = _inputs(shapes, dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return time_calls(lambda: wrapped(*xs), runs, warmup, sync)
+    finally:
+        torch.set_num_threads(previous)
+
+
+#: backend name → function timing one layer: (layer, shapes, multi_input, runs, warmup, threads,
+#: device) → milliseconds of each timed run.
+LAYER_TIMERS: dict[str, Callable[..., list[float]]] = {
+    "onnxruntime": _time_onnxruntime,
+    "torch": _time_torch,
+}
+
+
+def time_layer(backend: str, layer: nn.Module, shapes, multi_input: bool, runs: int, warmup: int,
+               threads: int, device: str) -> float:
+    """Median milliseconds of one layer (deploy form, in eval mode) on inputs of ``shapes``."""
+    import statistics
+
+    if backend not in LAYER_TIMERS:
+        raise NasError(f"no layer timer for latency backend {backend!r} (valid: {', '.join(LAYER_TIMERS)})")
+    was_training = layer.training
+    layer.eval()
+    try:
+        return statistics.median(LAYER_TIMERS[backend](layer, shapes, multi_input, runs, warmup, threads, device))
+    finally:
+        layer.train(was_training)

@@ -1,0 +1,498 @@
+"""Latency tables: per-layer timings measured once on a device, summed to predict a model.
+
+A table is one plain JSON file (:data:`TABLE_FORMAT`, version :data:`TABLE_VERSION`)::
+
+    {"format": "y7nas-latency-table", "version": 1,
+     "meta": {"device": "cpu", "device_name": ..., "host": ..., "backend": "onnxruntime",
+              "threads": 1, "versions": {...}, "img": 160, "batch": 1, "space": "yolov7-tiny",
+              "nc": 80, "runs": 20, "warmup": 3, "created": "2025-...Z"},
+     "calibration": {"curve": "power", "a": 1.1, "b": 1.2, "call_overhead_ms": 0.004,
+                     "points": [...], ...},
+     "coverage": {...},
+     "layers": {"Conv(3, 16, 3, 2, None, 1, ReLU(inplace=True)) <- 1x3x160x160": 0.0731, ...}}
+
+``layers`` maps a layer key (:func:`nas.latency._layers.layer_key`) to its median time alone in
+milliseconds. A model's latency is predicted from ``Σ = Σ (layer − o)``: ``o`` is the time of one
+call of an empty graph (what timing a layer alone adds to it, ~4 µs for ONNX Runtime), measured
+when the table is built; the calibration maps Σ to latency by the curve, ``a·Σ + b`` or
+``a·Σ^b``, that predicts a few whole models timed then (the preset, the space's smallest and
+largest architectures, 6 random ones) with the lower leave-one-out error. It absorbs what
+running the layers in one graph saves or costs (cold caches: larger models lose more).
+
+:func:`build_table` samples architectures of a search space, times every distinct layer once and
+calibrates; :func:`load_table` reads and validates a table. A layer missing from a loaded table is
+timed and added when the file is writable by this user (the file is rewritten atomically, merging
+layers another process added meanwhile), else it is a one-line error naming the layer.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from nas.build import build_model
+from nas.cfg import parse_cfg
+from nas.errors import NasError
+from nas.expand import expand
+from nas.fuse import fuse
+from nas.latency._backends import get_backend
+from nas.latency._layers import LAYER_TIMERS, LayerUse, is_deploy_form, layer_uses, time_layer
+
+__all__ = ["TABLE_FORMAT", "TABLE_VERSION", "BuildResult", "LatencyTable", "TableError", "build_table",
+           "load_table"]
+
+TABLE_FORMAT = "y7nas-latency-table"
+TABLE_VERSION = 1
+#: Largest table file read (a table of a whole space holds some 10^4 layers, about 2 MB).
+MAX_TABLE_BYTES = 256 * 1024 * 1024
+#: meta fields every table has, with their JSON types.
+META_FIELDS = {"device": str, "backend": str, "threads": int, "versions": dict, "img": int, "batch": int,
+               "space": str, "nc": int, "runs": int, "warmup": int}
+
+
+class TableError(NasError):
+    """A latency table is unreadable, malformed, foreign, or lacks a layer it cannot add."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class LatencyTable:
+    """A loaded (or freshly built) table; see the module docstring."""
+
+    path: Path | None
+    meta: dict
+    layers: dict[str, float]
+    calibration: dict = field(default_factory=lambda: {"curve": "linear", "a": 1.0, "b": 0.0, "points": []})
+    coverage: dict = field(default_factory=dict)
+    sha256: str = ""
+    #: layers timed and added since the table was loaded (missing from the file when read)
+    added: int = 0
+
+    # -- prediction --------------------------------------------------------------------
+    def predict(self, model: nn.Module, img: int) -> float:
+        """Predicted latency (ms, batch 1) of deploy-form ``model`` at ``img`` px: ``a·Σ + b``."""
+        return self.calibrated(self.layer_sum(model, img))
+
+    def calibrated(self, layer_sum: float) -> float:
+        """The calibration curve at ``layer_sum`` (ms)."""
+        cal = self.calibration
+        return float(CURVES[cal.get("curve", "linear")][1](cal["a"], cal["b"], layer_sum))
+
+    def layer_sum(self, model: nn.Module, img: int) -> float:
+        """Σ of the table's times of ``model``'s layers, each less the per-call overhead of timing
+        a layer alone (missing ones timed and added when the file is writable, else a
+        :class:`TableError` naming the first)."""
+        if not is_deploy_form(model):
+            raise TableError(f"{self.name}: the table predicts deploy-form models; fuse the model first "
+                             f"(nas.fuse.fuse)")
+        uses = layer_uses(model, img, batch=self.meta["batch"])
+        missing = [u for u in uses if u.key not in self.layers]
+        if missing:
+            self._add_missing(model, missing)
+        overhead = self.calibration.get("call_overhead_ms", 0.0)
+        return sum(max(self.layers[u.key] - overhead, 0.0) for u in uses)
+
+    def missing(self, model: nn.Module, img: int) -> list[LayerUse]:
+        """The layers of ``model`` at ``img`` px the table has no time for (nothing is timed)."""
+        return [u for u in layer_uses(model, img, batch=self.meta["batch"]) if u.key not in self.layers]
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "latency table"
+
+    @property
+    def writable(self) -> bool:
+        """Whether missing layers may be added to the file: this user may write it and its folder,
+        and it has a write permission bit (``chmod a-w`` freezes a table, for root too)."""
+        if self.path is None:
+            return True
+        try:
+            mode = self.path.stat().st_mode
+        except OSError:
+            return False
+        return (bool(mode & 0o222) and os.access(self.path, os.W_OK)
+                and os.access(self.path.parent, os.W_OK | os.X_OK))
+
+    def _add_missing(self, model: nn.Module, missing: list[LayerUse]) -> None:
+        if not self.writable:
+            first = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise TableError(f"{self.name} has no time for layer {first.index} {first.key}{more} and the file "
+                             f"is not writable, so it cannot be measured and added: extend the table on "
+                             f"its device (y7nas latency-table build ... -o {self.path.name})")
+        for use in missing:
+            if use.key not in self.layers:
+                self.layers[use.key] = self.time(model.layers[use.index], use)
+                self.added += 1
+        if self.path is not None:
+            self.save()
+
+    def time(self, layer: nn.Module, use: LayerUse) -> float:
+        """Median ms of one layer timed as this table's backend, device and threads run it."""
+        meta = self.meta
+        on_cpu = all(p.device.type == "cpu" for p in layer.parameters())
+        if meta["backend"] == "onnxruntime" and not on_cpu:
+            layer = copy.deepcopy(layer).cpu()  # exported from CPU tensors whatever the model's device
+        return round(time_layer(meta["backend"], layer, use.inputs, use.multi_input, meta["runs"],
+                                meta["warmup"], meta["threads"], meta["device"]), 5)
+
+    # -- files -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "meta": self.meta,
+                "calibration": self.calibration, "coverage": self.coverage,
+                "layers": dict(sorted(self.layers.items()))}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the table atomically to ``path`` (default: where it was loaded from). Layers
+        another process added to that file meanwhile are kept."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise TableError("latency table: no file to save to")
+        if target.is_file():
+            try:
+                on_disk = load_table(target)
+            except TableError:
+                on_disk = None
+            if on_disk is not None and _same_device(on_disk.meta, self.meta):
+                for key, ms in on_disk.layers.items():
+                    self.layers.setdefault(key, ms)
+        data = (json.dumps(self.to_dict(), indent=1) + "\n").encode()
+        _write_atomically(target, data)
+        self.path, self.sha256 = target, hashlib.sha256(data).hexdigest()
+        return target
+
+    def check_matches(self, backend: str | None = None, device: str | None = None,
+                      threads: int | None = None) -> None:
+        """One-line error when the table was measured with another backend, device or thread count."""
+        for name, want in (("backend", backend), ("device", device), ("threads", threads)):
+            if want is not None and self.meta[name] != want:
+                raise TableError(f"{self.name} was measured with {name} {self.meta[name]!r}, not {want!r} "
+                                 f"(build a table with --{name} {want})")
+
+
+def _same_device(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("device", "backend", "threads", "batch", "host"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    if path.is_dir():
+        raise TableError(f"{path}: is a folder; give a file name for the latency table")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise TableError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TableError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+# -- reading ---------------------------------------------------------------------------
+def load_table(path: str | Path) -> LatencyTable:
+    """Read and validate a latency table; every problem is one :class:`TableError` line naming
+    the file and the field."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise TableError(f"{path}: is a folder, not a latency table")
+        if path.stat().st_size > MAX_TABLE_BYTES:
+            raise TableError(f"{path}: larger than {MAX_TABLE_BYTES >> 20} MiB, not a latency table")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such latency table (build one with y7nas latency-table build)") from None
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise TableError(f"{path}: not a latency table (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{path}: not a latency table (invalid JSON at line {exc.lineno}, column "
+                         f"{exc.colno}: {exc.msg})") from None
+    table = _from_dict(doc, str(path))
+    table.path, table.sha256 = path, hashlib.sha256(data).hexdigest()
+    return table
+
+
+def _from_dict(doc: Any, where: str) -> LatencyTable:
+    if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT:
+        raise TableError(f"{where}: not a y7nas latency table (expected \"format\": \"{TABLE_FORMAT}\")")
+    if doc.get("version") != TABLE_VERSION:
+        raise TableError(f"{where}: latency table version {doc.get('version')!r} is not supported "
+                         f"(this y7nas reads version {TABLE_VERSION})")
+    meta = doc.get("meta")
+    if not isinstance(meta, dict):
+        raise TableError(f"{where}: meta must be an object")
+    for name, kind in META_FIELDS.items():
+        value = meta.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TableError(f"{where}: meta.{name} must be a {kind.__name__}, got {value!r}")
+    if meta["backend"] not in LAYER_TIMERS:
+        raise TableError(f"{where}: meta.backend {meta['backend']!r} is not a latency backend "
+                         f"(valid: {', '.join(LAYER_TIMERS)})")
+    for name in ("threads", "img", "batch", "runs"):
+        if meta[name] < 1:
+            raise TableError(f"{where}: meta.{name} must be ≥ 1, got {meta[name]}")
+    calibration = doc.get("calibration")
+    if not isinstance(calibration, dict) or not all(_is_number(calibration.get(k)) for k in ("a", "b")):
+        raise TableError(f"{where}: calibration must be an object with numbers a and b")
+    overhead = calibration.get("call_overhead_ms", 0.0)
+    if not _is_number(overhead) or overhead < 0:
+        raise TableError(f"{where}: calibration.call_overhead_ms must be a non-negative number, got {overhead!r}")
+    if calibration.get("curve", "linear") not in CURVES:
+        raise TableError(f"{where}: calibration.curve must be one of {', '.join(CURVES)}, got "
+                         f"{calibration.get('curve')!r}")
+    if calibration["a"] <= 0:
+        raise TableError(f"{where}: calibration.a must be positive, got {calibration['a']}")
+    layers = doc.get("layers")
+    if not isinstance(layers, dict):
+        raise TableError(f"{where}: layers must be an object mapping layer keys to milliseconds")
+    for key, ms in layers.items():
+        if not _is_number(ms) or ms < 0:
+            raise TableError(f"{where}: layers[{key!r}] must be a non-negative number of ms, got {ms!r}")
+    coverage = doc.get("coverage", {})
+    if not isinstance(coverage, dict):
+        raise TableError(f"{where}: coverage must be an object")
+    return LatencyTable(None, meta, dict(layers), dict(calibration), coverage)
+
+
+# -- building --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildResult:
+    table: LatencyTable
+    path: Path
+    layers: int
+    timed: int
+    seconds: float
+    calibration: dict
+    coverage: dict
+
+
+#: progress(stage, done, total, layers): stage is "sampling", "calibrating" or "coverage".
+Progress = Callable[[str, int, int, int], None]
+
+
+def device_name(device: str) -> str:
+    """A human name of the device timed: the CPU model, or the CUDA device's name."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _check_build_options(img, threads, samples, calibration_models, holdout, runs, warmup) -> None:
+    for name, value, low in (("img", img, 32), ("threads", threads, 1), ("samples", samples, 1),
+                             ("calibration", calibration_models, 2), ("holdout", holdout, 0),
+                             ("runs", runs, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TableError(f"--{name} must be an integer ≥ {low}, got {value!r}")
+    if img % 32:
+        raise TableError(f"--img must be a multiple of 32, got {img}")
+
+
+def _genomes(space, count: int, seed: int) -> list:
+    rng = random.Random(seed)
+    return [space.decode(space.sample_params(rng)) for _ in range(count)]
+
+
+def _built(genome, source: str):
+    """The genome's detector as built (layer keys do not depend on fusion)."""
+    return build_model(parse_cfg(expand(genome), source=source)).eval()
+
+
+def _time_new_layers(table: LatencyTable, model: nn.Module, img: int) -> None:
+    """Time the layers of ``model`` (as built) the table lacks, each fused alone."""
+    for use in table.missing(model, img):
+        if use.key not in table.layers:
+            table.layers[use.key] = table.time(fuse(model.layers[use.index]), use)
+
+
+def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime", threads: int = 1,
+                device: str = "cpu", samples: int = 100, calibration_models: int = 6, holdout: int = 20,
+                seed: int = 0, runs: int = 20, warmup: int = 3, calibration_runs: int = 30,
+                progress: Progress | None = None) -> BuildResult:
+    """Time every distinct layer of ``samples`` random architectures of ``space`` (plus its
+    preset) at ``img`` px, calibrate on ``calibration_models`` more plus the preset and the
+    space's smallest and largest architectures (:func:`extreme_genomes`), estimate
+    coverage on ``holdout`` further architectures (not timed), and write the table to ``output``.
+
+    An existing table at ``output`` measured on this host with the same backend, device and
+    threads is extended: its layers are kept, not re-timed.
+    """
+    from nas.profile import resolve_device
+
+    _check_build_options(img, threads, samples, calibration_models, holdout, runs, warmup)
+    timer_backend = get_backend(backend)
+    timer_backend.check_available()
+    dev = str(resolve_device(device))
+    output = Path(output)
+    progress = progress or (lambda *a: None)
+    meta = {"device": dev, "device_name": device_name(dev), "host": platform.node(), "backend": backend,
+            "threads": threads, "versions": timer_backend.versions(), "img": img, "batch": 1,
+            "space": space.name, "nc": space.nc, "runs": runs, "warmup": warmup,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    signature = getattr(space, "signature", None)
+    if signature is not None:
+        meta["space_signature"] = signature()
+    table = LatencyTable(None, meta, {})
+    if output.exists():
+        previous = load_table(output)
+        if not _same_device(previous.meta, meta):
+            raise TableError(f"{output}: exists and was measured elsewhere ({previous.meta['backend']}, "
+                             f"{previous.meta['device']}, {previous.meta['threads']} threads on "
+                             f"{previous.meta.get('host')!r}); give another -o")
+        table.layers.update(previous.layers)
+    start = time.perf_counter()
+    known = len(table.layers)
+    # what timing one layer alone adds to its own time: a call of a graph that does nothing
+    overhead = time_layer(backend, nn.Identity(), [(1, 1, 1, 1)], False, 200, 20, threads, dev)
+    table.calibration = {"curve": "linear", "a": 1.0, "b": 0.0, "call_overhead_ms": round(overhead, 5)}
+
+    preset = getattr(space, "base", None)
+    presets = [replace(preset, nc=space.nc)] if preset is not None else []
+    sampled = presets + _genomes(space, samples, seed)
+    for i, genome in enumerate(sampled):
+        _time_new_layers(table, _built(genome, f"{space.name} sample {i}"), img)
+        progress("sampling", i + 1, len(sampled), len(table.layers))
+
+    calibration_set = presets + extreme_genomes(space) + _genomes(space, calibration_models, seed + 1)
+    calibration = _calibrate(table, space, calibration_set, img, backend, calibration_runs, progress)
+    table.calibration = calibration
+    seconds = time.perf_counter() - start
+    table.coverage = _coverage(table, space, holdout, seed + 2, img, progress)
+    table.coverage.update(architectures=len(sampled), seed=seed, build_seconds=round(seconds, 1))
+    path = table.save(output)
+    return BuildResult(table, path, len(table.layers), len(table.layers) - known, seconds, calibration,
+                       table.coverage)
+
+
+#: calibration curves: name → (fit(x, y) → (a, b) or None when it does not apply, predict(a, b, x)).
+#: ``x`` is the Σ of a model's layer times, ``y`` its measured latency (ms).
+def _fit_linear(x, y):
+    """Least squares on relative errors (weights 1/y); refused when the intercept is negative (a
+    small enough model would be predicted to run in negative time)."""
+    import numpy as np
+
+    (a, b), *_ = np.linalg.lstsq(np.stack([x / y, 1 / y], axis=1), np.ones_like(y), rcond=None)
+    return (float(a), float(b)) if a > 0 and b >= 0 else None
+
+
+def _fit_power(x, y):
+    """``log y = log a + b·log x``, least squares: relative errors by construction."""
+    import numpy as np
+
+    b, log_a = np.polyfit(np.log(x), np.log(y), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+CURVES = {
+    "linear": (_fit_linear, lambda a, b, x: a * x + b),
+    "power": (_fit_power, lambda a, b, x: a * x ** b),
+}
+
+
+def _loo_mape(fit, predict, x, y) -> float | None:
+    """Leave-one-out mean absolute percentage error of a curve (None when a fold cannot be fitted)."""
+    import numpy as np
+
+    errors = []
+    for i in range(len(x)):
+        keep = np.arange(len(x)) != i
+        params = fit(x[keep], y[keep])
+        if params is None:
+            return None
+        errors.append(abs(predict(*params, x[i]) - y[i]) / y[i])
+    return float(np.mean(errors) * 100)
+
+
+def measure_quietest(backend, model: nn.Module, img: int, runs: int, warmup: int, threads: int, device: str,
+                     rounds: int = 2) -> float:
+    """The lowest of ``rounds`` medians of ``runs`` timed runs (ms, batch 1): on a machine other jobs
+    share, the round that others disturbed least; on a quiet device, the median."""
+    return min(backend.measure(model, img, 1, runs, warmup, threads, device, "deploy").median
+               for _ in range(rounds))
+
+
+def _calibrate(table: LatencyTable, space, genomes: list, img: int, backend: str, runs: int,
+               progress: Progress) -> dict:
+    """Time whole models and choose the curve (:data:`CURVES`) from Σ layers to measured latency
+    with the lower leave-one-out error: ``a·Σ + b`` or ``a·Σ^b``. Timing layers alone keeps their
+    weights in cache, so larger models run slower than the sum of their layers: the gap grows
+    with size, which a power curve follows where a line would need a negative intercept."""
+    import numpy as np
+
+    meta, timer = table.meta, get_backend(backend)
+    points = []  # whole models timed as measure_quietest does: the lowest of 2 medians
+    for i, genome in enumerate(genomes):
+        model = fuse(_built(genome, f"{space.name} calibration {i}"), inplace=True)
+        layer_sum = table.layer_sum(model, img)
+        measured = measure_quietest(timer, model, img, runs, max(meta["warmup"], 3), meta["threads"],
+                                    meta["device"])
+        points.append({"layer_sum_ms": round(layer_sum, 4), "measured_ms": round(measured, 4)})
+        progress("calibrating", i + 1, len(genomes), len(table.layers))
+    x = np.array([p["layer_sum_ms"] for p in points])
+    y = np.array([p["measured_ms"] for p in points])
+    scores = {name: _loo_mape(fit, predict, x, y) for name, (fit, predict) in CURVES.items()}
+    usable = {name: score for name, score in scores.items() if score is not None and CURVES[name][0](x, y)}
+    curve = min(usable, key=usable.get) if usable else "power"
+    a, b = CURVES[curve][0](x, y)
+    fitted = CURVES[curve][1](a, b, x)
+    return {"curve": curve, "a": round(a, 6), "b": round(b, 6),
+            "call_overhead_ms": table.calibration["call_overhead_ms"],
+            "fit_mape_percent": round(float(np.mean(np.abs(fitted - y) / y) * 100), 2),
+            "loo_mape_percent": {name: None if v is None else round(v, 2) for name, v in scores.items()},
+            "points": points}
+
+
+def extreme_genomes(space) -> list:
+    """The space's architecture of every first choice (smallest numeric values) and of every last
+    (largest): the ends of the range a calibration line must hold over."""
+    genomes = []
+    for pick in (0, -1):
+        params: dict = {}
+        for dim in space.dimensions():
+            if dim.name in space.active(params):
+                params[dim.name] = dim.values()[pick]
+        genomes.append(space.decode(params))
+    return genomes
+
+
+def _coverage(table: LatencyTable, space, count: int, seed: int, img: int, progress: Progress) -> dict:
+    """How often later random architectures find their layers in the table (nothing timed)."""
+    hits = total = complete = 0
+    for i, genome in enumerate(_genomes(space, count, seed)):
+        uses = layer_uses(_built(genome, f"{space.name} holdout {i}"), img)
+        found = sum(u.key in table.layers for u in uses)
+        hits, total, complete = hits + found, total + len(uses), complete + (found == len(uses))
+        progress("coverage", i + 1, count, len(table.layers))
+    return {"holdout_architectures": count,
+            "holdout_layer_hit_rate": round(hits / total, 4) if total else None,
+            "holdout_complete_rate": round(complete / count, 4) if count else None}
