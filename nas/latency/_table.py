@@ -112,6 +112,13 @@ class LatencyTable:
         return [u for u in layer_uses(model, img, batch=self.meta["batch"]) if u.key not in self.layers]
 
     @property
+    def identity(self) -> str:
+        """sha256 of what the table's numbers mean (meta and calibration, canonical JSON): unlike
+        :attr:`sha256` it stays the same when missing layers are timed and added."""
+        text = json.dumps({"meta": self.meta, "calibration": self.calibration}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
     def name(self) -> str:
         return str(self.path) if self.path is not None else "latency table"
 
@@ -441,6 +448,18 @@ def measure_quietest(backend, model: nn.Module, img: int, runs: int, warmup: int
                for _ in range(rounds))
 
 
+def measure_round_robin(backend, models: list[nn.Module], img: int, runs: int, warmup: int, threads: int,
+                        device: str, rounds: int = 3) -> list[float]:
+    """:func:`measure_quietest` of several models, the rounds interleaved (model 1, 2, ..., 1, 2, ...):
+    a burst of other work on a shared machine then spoils one round of several models, not every
+    round of one."""
+    best = [math.inf] * len(models)
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            best[i] = min(best[i], backend.measure(model, img, 1, runs, warmup, threads, device, "deploy").median)
+    return best
+
+
 def _calibrate(table: LatencyTable, space, genomes: list, img: int, backend: str, runs: int,
                progress: Progress) -> dict:
     """Time whole models and choose the curve (:data:`CURVES`) from Σ layers to measured latency
@@ -450,14 +469,15 @@ def _calibrate(table: LatencyTable, space, genomes: list, img: int, backend: str
     import numpy as np
 
     meta, timer = table.meta, get_backend(backend)
-    points = []  # whole models timed as measure_quietest does: the lowest of 2 medians
+    models, sums = [], []
     for i, genome in enumerate(genomes):
-        model = fuse(_built(genome, f"{space.name} calibration {i}"), inplace=True)
-        layer_sum = table.layer_sum(model, img)
-        measured = measure_quietest(timer, model, img, runs, max(meta["warmup"], 3), meta["threads"],
-                                    meta["device"])
-        points.append({"layer_sum_ms": round(layer_sum, 4), "measured_ms": round(measured, 4)})
-        progress("calibrating", i + 1, len(genomes), len(table.layers))
+        models.append(fuse(_built(genome, f"{space.name} calibration {i}"), inplace=True))
+        sums.append(table.layer_sum(models[-1], img))
+        progress("calibrating", i + 1, len(genomes) + 1, len(table.layers))
+    measured = measure_round_robin(timer, models, img, runs, max(meta["warmup"], 3), meta["threads"],
+                                   meta["device"])
+    progress("calibrating", len(genomes) + 1, len(genomes) + 1, len(table.layers))
+    points = [{"layer_sum_ms": round(x, 4), "measured_ms": round(y, 4)} for x, y in zip(sums, measured)]
     x = np.array([p["layer_sum_ms"] for p in points])
     y = np.array([p["measured_ms"] for p in points])
     scores = {name: _loo_mape(fit, predict, x, y) for name, (fit, predict) in CURVES.items()}

@@ -50,8 +50,8 @@ def built(tmp_path_factory):
 def test_build_times_every_distinct_layer_of_the_sampled_architectures(built):
     result, stages = built
     table = load_table(result.path)
-    # the preset + 2 samples, then preset + 2 extremes + 2 calibration models, then 2 holdouts
-    assert ("sampling", 3, 3) in stages and ("calibrating", 5, 5) in stages and ("coverage", 2, 2) in stages
+    # the preset + 2 samples, then preset + 2 extremes + 2 calibration models (+ their timing), 2 holdouts
+    assert ("sampling", 3, 3) in stages and ("calibrating", 6, 6) in stages and ("coverage", 2, 2) in stages
     assert len(table.layers) == result.layers > 100
     assert all(ms > 0 for ms in table.layers.values())
     sampled = deploy(get_space(SPACE).decode(get_space(SPACE).sample_params(random.Random(0))))
@@ -109,6 +109,7 @@ def test_a_writable_table_times_and_adds_missing_layers(built, tmp_path):
     again = load_table(path)
     assert not again.missing(model, IMG) and again.predict(model, IMG) == pytest.approx(predicted)
     assert again.sha256 == table.sha256 != before
+    assert again.identity == table.identity == load_table(result.path).identity
     assert len(again.layers) == len(load_table(result.path).layers) + len(missing)
 
 
@@ -205,3 +206,57 @@ def test_cli_build_refuses_to_overwrite_a_foreign_file(tmp_path):
     result = runner.invoke(app, ["latency-table", "build", "--space", SPACE, "--img", "64", "-o", str(path)])
     assert result.exit_code == 1 and "not a y7nas latency table" in result.output
     assert path.read_text() == '{"mine": true}'
+
+
+# -- through the commands that take --latency-table -----------------------------------------
+def csv_rows(path):
+    import csv
+
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_search_predicts_latency_from_the_table_and_records_its_hash(built, tmp_path):
+    import optuna
+
+    from nas.genome import Genome
+
+    table_path = tmp_path / "search-table.json"
+    shutil.copy(built[0].path, table_path)
+    sha_before = load_table(table_path).sha256
+    results = tmp_path / "results"
+    result = runner.invoke(app, [str(a) for a in (
+        "search", "--space", SPACE, "--trials", 3, "--study", "tab", "--objectives", "gflops,latency_ms",
+        "--fidelity", "flops", "--img", IMG, "--threads", 1, "--results-dir", results,
+        "--latency-table", table_path)])
+    assert result.exit_code == 0, result.output
+    study_dir = results / "tab"
+    url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
+    stored = optuna.load_study(study_name="tab", storage=url).user_attrs["y7nas:config"]
+    assert stored["latency"]["table_sha"] == sha_before
+    assert stored["latency"]["backend"] == "onnxruntime" and stored["latency"]["threads"] == 1
+    table = load_table(table_path)  # with the layers the search timed and added
+    front = csv_rows(study_dir / "pareto.csv")
+    assert front
+    for row in front:
+        genome = Genome.from_yaml((study_dir / "models" / f"trial_{row['number']}.genome.yaml").read_text())
+        assert float(row["latency_ms"]) == pytest.approx(table.predict(deploy(genome), IMG), abs=1e-3)
+
+
+def test_profile_predicts_with_the_table_and_a_frozen_table_names_a_missing_layer(built, tmp_path):
+    table_path = tmp_path / "profile-table.json"
+    shutil.copy(built[0].path, table_path)
+    result = runner.invoke(app, ["profile", "yolov7-tiny", "--img", str(IMG), "--deploy", "--latency",
+                                 "--latency-table", str(table_path), "--json"])
+    assert result.exit_code == 0, result.output
+    lat = json.loads(result.stdout)["latency_ms"]
+    preset = get_space(SPACE).base
+    assert lat["median"] == pytest.approx(load_table(table_path).predict(deploy(preset), IMG))
+    assert lat["table_sha"] == load_table(table_path).sha256
+
+    table_path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    result = runner.invoke(app, ["profile", "yolov7", "--img", str(IMG), "--deploy", "--latency",
+                                 "--latency-table", str(table_path)])
+    assert result.exit_code == 1 and result.output.count("error:") == 1
+    assert "has no time for layer 0 Conv(3, 32, 3, 1" in result.output and "not writable" in result.output
+    assert "Traceback" not in result.output
