@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import shutil
 import stat
@@ -84,11 +85,16 @@ def test_prediction_is_close_to_measured_onnxruntime_latency(built):
     result, _ = built
     table = load_table(result.path)
     backend = get_backend("onnxruntime")
-    pairs = []
-    for genome in genomes(3, 7):
-        model = deploy(genome)
-        pairs.append((table.predict(model, IMG), measure_quietest(backend, model, IMG, 30, 5, 1, "cpu", 3)))
-    errors = sorted(abs(p - m) / m for p, m in pairs)
+    models = [deploy(genome) for genome in genomes(3, 7)]
+    predicted = [table.predict(model, IMG) for model in models]
+    measured = [math.inf] * len(models)
+    for _ in range(2):  # other jobs only ever slow a measurement down: a second try keeps the quieter
+        measured = [min(m, measure_quietest(backend, model, IMG, 30, 5, 1, "cpu", 3))
+                    for m, model in zip(measured, models)]
+        errors = sorted(abs(p - m) / m for p, m in zip(predicted, measured))
+        if errors[1] <= 0.3 and errors[-1] <= 1.0:
+            break
+    pairs = list(zip(predicted, measured))
     assert errors[1] <= 0.3 and errors[-1] <= 1.0, pairs
     pairs.sort()
     if pairs[-1][0] > 2 * pairs[0][0]:
