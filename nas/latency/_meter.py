@@ -84,7 +84,9 @@ class LatencyMeter:
 
     def record(self, img: int) -> dict[str, Any]:
         """The settings a study stores: backend, device, threads, image size, library versions;
-        with a table its sha256 and the table's own backend/device/threads/versions."""
+        with a table its identity (sha256 of its meta and calibration: it stays when missing
+        layers are timed and added, so a search that grew a writable table still resumes) and the
+        table's own backend/device/threads/versions."""
         if self.table is None:
             return {"backend": self.backend, "device": self.device, "threads": self.threads, "img": img,
                     "versions": self.versions()}
@@ -92,7 +94,7 @@ class LatencyMeter:
         meta = table.meta
         return {"backend": _field(meta, "backend"), "device": _field(meta, "device"),
                 "threads": _field(meta, "threads"), "img": img, "versions": _field(meta, "versions"),
-                "table_sha": table.sha256}
+                "table_id": table.identity}
 
 
 def _field(meta: Any, name: str) -> Any:

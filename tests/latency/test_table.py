@@ -229,17 +229,18 @@ def test_search_predicts_latency_from_the_table_and_records_its_hash(built, tmp_
 
     table_path = tmp_path / "search-table.json"
     shutil.copy(built[0].path, table_path)
-    sha_before = load_table(table_path).sha256
+    identity_before, sha_before = load_table(table_path).identity, load_table(table_path).sha256
     results = tmp_path / "results"
-    result = runner.invoke(app, [str(a) for a in (
+    command = [str(a) for a in (
         "search", "--space", SPACE, "--trials", 3, "--study", "tab", "--objectives", "gflops,latency_ms",
         "--fidelity", "flops", "--img", IMG, "--threads", 1, "--results-dir", results,
-        "--latency-table", table_path)])
+        "--latency-table", table_path)]
+    result = runner.invoke(app, command)
     assert result.exit_code == 0, result.output
     study_dir = results / "tab"
     url = f"sqlite:///{(study_dir / 'study.db').resolve()}"
     stored = optuna.load_study(study_name="tab", storage=url).user_attrs["y7nas:config"]
-    assert stored["latency"]["table_sha"] == sha_before
+    assert stored["latency"]["table_id"] == identity_before
     assert stored["latency"]["backend"] == "onnxruntime" and stored["latency"]["threads"] == 1
     table = load_table(table_path)  # with the layers the search timed and added
     front = csv_rows(study_dir / "pareto.csv")
@@ -247,6 +248,10 @@ def test_search_predicts_latency_from_the_table_and_records_its_hash(built, tmp_
     for row in front:
         genome = Genome.from_yaml((study_dir / "models" / f"trial_{row['number']}.genome.yaml").read_text())
         assert float(row["latency_ms"]) == pytest.approx(table.predict(deploy(genome), IMG), abs=1e-3)
+    # the table grew (its file hash changed) but means the same: the same search resumes
+    assert table.sha256 != sha_before and table.identity == identity_before
+    again = runner.invoke(app, command[:command.index("--trials") + 1] + ["4"] + command[command.index("--trials") + 2:])
+    assert again.exit_code == 0, again.output
 
 
 def test_profile_predicts_with_the_table_and_a_frozen_table_names_a_missing_layer(built, tmp_path):
