@@ -846,7 +846,7 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
 # ----------------------------------------------------------------------------- demo
 #: make demo's settings: `y7nas run` on a CPU-sized space, the learnable synthetic set, 64 px
 DEMO = dict(study="demo", space="yolov7-tiny-cpu", data="synthetic-large", img=64, activation="relu",
-            supernet_epochs=5, random_subnets=1, trials=100, finalists=2, finalist_epochs=3,
+            supernet_epochs=15, random_subnets=1, trials=100, finalists=2, finalist_epochs=5,
             max_gflops=0.02, threads=2)
 
 
