@@ -1,8 +1,10 @@
 """Does the one-shot search beat the hand design? yolov7-tiny vs the best candidate found under
 0.8x its latency.
 
-1. Times the yolov7-tiny preset (deploy form, batch 1, ``--threads``) at ``--img``: the budget is
-   ``--budget`` (0.8) x that latency.
+1. Times the hand design, the yolov7-tiny preset (with ``--width W < 1``: scaled to that width,
+   concatenation-aware, for the CPU-sized ``yolov7-tiny-cpu`` space), deploy form, batch 1,
+   ``--threads``, with ``--latency-backend`` at ``--img``: the budget is ``--budget`` (0.8) x that
+   latency.
 2. Trains (or, with ``--supernet``, reuses) the supernet of the ``yolov7-tiny`` space with the
    preset's activation (LeakyReLU), then runs the real one-shot search (``run_search``,
    ``--fidelity oneshot``, objectives score + latency, ``max_latency`` = the budget) for
@@ -11,8 +13,11 @@
    (interleaved rounds), and trains both from scratch with the same recipe, data and epochs.
 4. Prints both mAPs and latencies side by side. Goal: found mAP ≥ preset mAP at ≤ 0.8x latency.
 
-Run: ``.venv/bin/python benchmarks/beats_hand_design.py [--img 128] [--supernet-epochs 16]
-[--trials 100] [--train-epochs 30] [--threads 1] [--json FILE]``
+Run: ``.venv/bin/python benchmarks/beats_hand_design.py [--space yolov7-tiny] [--width 1]
+[--data synthetic] [--img 128] [--supernet-epochs 16] [--trials 100] [--train-epochs 30]
+[--latency-backend torch] [--threads 1] [--json FILE]``; the CPU-sized run in docs/SUPERNET.md:
+``--space yolov7-tiny-cpu --width 0.5 --data synthetic-large --img 64 --subset 0
+--supernet-epochs 15 --latency-backend onnxruntime``.
 """
 from __future__ import annotations
 
@@ -31,39 +36,42 @@ from nas.expand import expand
 from nas.fuse import fuse
 from nas.genome import Genome
 from nas.presets import PRESETS
-from nas.profile import measure_latency
+from nas.latency import LatencyMeter
 from nas.search import SearchConfig, run_search
 from nas.supernet import SupernetConfig, train_supernet
 from nas.train import proxy_train
+from scaling.compound import scale_genome
 from search_spaces import get_space
 
 
-def deploy_latency(genome: Genome, img: int, threads: int, runs: int) -> float:
+def deploy_latency(genome: Genome, img: int, meter: LatencyMeter) -> float:
     torch.manual_seed(0)
     model = fuse(build_model(parse_cfg(expand(genome), source="bench"))).eval()
-    return measure_latency(model, img, batch=1, runs=runs, warmup=5, threads=threads,
-                           form="deploy").median
+    return meter.measure(model, img)
 
 
-def side_by_side_latency(genomes: dict[str, Genome], img: int, threads: int, runs: int,
+def side_by_side_latency(genomes: dict[str, Genome], img: int, meter: LatencyMeter,
                          rounds: int = 3) -> dict[str, float]:
     """Median over ``rounds`` interleaved timings of each genome (load on a shared machine
     then hits both alike)."""
     times: dict[str, list[float]] = {k: [] for k in genomes}
     for _ in range(rounds):
         for key, g in genomes.items():
-            times[key].append(deploy_latency(g, img, threads, runs))
+            times[key].append(deploy_latency(g, img, meter))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="yolov7-tiny")
+    p.add_argument("--width", type=float, default=1.0, help="hand design = yolov7-tiny at this width")
+    p.add_argument("--latency-backend", default="torch")
     p.add_argument("--data", default="synthetic")
     p.add_argument("--img", type=int, default=128)
     p.add_argument("--budget", type=float, default=0.8)
     p.add_argument("--supernet", default=None, help="reuse this trained supernet file")
     p.add_argument("--supernet-epochs", type=int, default=16)
-    p.add_argument("--subset", type=int, default=256)
+    p.add_argument("--subset", type=int, default=256, help="training images (0: all)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--calib", type=int, default=64)
@@ -78,20 +86,25 @@ def main() -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data_config(args.data)
+    subset = args.subset or None
     preset = PRESETS["yolov7-tiny"].replace(nc=data.nc)
+    if args.width != 1.0:
+        preset = scale_genome(preset, 1.0, args.width)
+    meter = LatencyMeter(args.latency_backend, threads=args.threads, runs=args.latency_runs, warmup=5)
     activation = preset.activation
     report: dict = {"args": vars(args)}
 
-    preset_ms = deploy_latency(preset, args.img, args.threads, args.latency_runs)
+    preset_ms = deploy_latency(preset, args.img, meter)
     budget = args.budget * preset_ms
-    print(f"yolov7-tiny deploy latency {preset_ms:.2f} ms at {args.img}px ({args.threads} thread): "
-          f"budget {budget:.2f} ms", flush=True)
+    print(f"yolov7-tiny (width x{args.width:g}) deploy latency {preset_ms:.2f} ms at {args.img}px "
+          f"({args.latency_backend}, {args.threads} thread): budget {budget:.2f} ms", flush=True)
 
-    space = get_space("yolov7-tiny", nc=data.nc)
-    path = Path(args.supernet) if args.supernet else out_dir / f"yolov7-tiny-{activation}-e{args.supernet_epochs}.pt"
+    space = get_space(args.space, nc=data.nc)
+    path = Path(args.supernet) if args.supernet else \
+        out_dir / f"{args.space}-{activation}-{args.img}px-e{args.supernet_epochs}.pt"
     if not args.supernet:
         config = SupernetConfig(epochs=args.supernet_epochs, img=args.img, batch=args.batch,
-                                seed=args.seed, activation=activation, subset=args.subset,
+                                seed=args.seed, activation=activation, subset=subset,
                                 calib_images=args.calib, threads=args.threads)
         res = train_supernet(space, data, path, config,
                              on_epoch=lambda s: print(f"  supernet epoch {s.epoch} loss {s.loss:.3f} "
@@ -100,11 +113,12 @@ def main() -> None:
                               "map50_95_smallest": res.map50_95_smallest}
         print(f"supernet trained in {res.seconds:.0f}s", flush=True)
     t_search = time.perf_counter()
-    cfg = SearchConfig(study=f"beats-hand-design-{args.img}", space="yolov7-tiny", trials=args.trials,
+    cfg = SearchConfig(study=f"beats-hand-design-{args.space}-{args.img}", space=args.space, trials=args.trials,
                        objectives=("score", "latency_ms"), fidelity="oneshot", supernet=str(path),
                        img=args.img, data=args.data, nc=data.nc, max_latency=budget,
                        threads=args.threads, seed=args.seed, oneshot_calib=args.calib,
-                       results_dir=out_dir, latency_runs=args.latency_runs)
+                       results_dir=out_dir, latency_runs=args.latency_runs,
+                       latency_backend=args.latency_backend, latency_threads=args.threads)
     summary = run_search(cfg, space.fixed(activation=activation))
     search_s = time.perf_counter() - t_search
     feasible = [r for r in summary.front if r.get("feasible") is not False]
@@ -118,12 +132,11 @@ def main() -> None:
     print(f"search: {args.trials} candidates in {search_s:.0f}s; best within budget: trial "
           f"{best['number']} one-shot mAP {best['score']:.4f}, {best['latency_ms']:.2f} ms", flush=True)
 
-    lat = side_by_side_latency({"preset": preset, "found": found}, args.img, args.threads,
-                               args.latency_runs)
+    lat = side_by_side_latency({"preset": preset, "found": found}, args.img, meter)
     maps = {}
     for key, g in (("preset", preset), ("found", found)):
         r = proxy_train(g, data, epochs=args.train_epochs, img=args.img, batch=args.batch,
-                        subset=args.subset, seed=args.seed, threads=args.threads,
+                        subset=subset, seed=args.seed, threads=args.threads,
                         val_interval=args.train_epochs)
         maps[key] = (r.map50, r.map50_95, r.seconds)
         print(f"  trained {key}: mAP@0.5 {r.map50:.4f} mAP@0.5:0.95 {r.map50_95:.4f} ({r.seconds:.0f}s)",

@@ -76,7 +76,7 @@ class LatencyMeter:
         meta = self.record(img)
         return {"median": self.measure(model, img), "batch": 1, "img": img, "form": form,
                 "backend": meta["backend"], "device": meta["device"], "threads": meta["threads"],
-                "table": str(self.table), "table_sha": meta["table_sha"]}
+                "table": str(self.table), "table_sha": _load_table(self.table).sha256}
 
     def versions(self) -> dict[str, str]:
         """Library versions the measured numbers depend on."""
