@@ -808,6 +808,8 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                                            "of the budget (of the chosen model's GFLOPs without a latency/GFLOPs budget)."),
         supernet_epochs: int = typer.Option(30, "--supernet-epochs", help="Supernet training epochs (one-shot)."),
         activation: str = typer.Option("silu", "--activation", help="The supernet's activation (one-shot)."),
+        random_subnets: int = typer.Option(2, "--random-subnets", help="Random sub-networks per supernet step "
+                                           "besides the largest and smallest (one-shot)."),
         latency_backend: str = typer.Option("torch", "--latency-backend", help="torch or onnxruntime."),
         latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with."),
         latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
@@ -832,7 +834,8 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                         objectives=parse_objectives(objectives), fidelity=fidelity, trials=trials,
                         finalists=finalists, finalist_epochs=finalist_epochs,
                         family_targets=_parse_multiples(family_targets), supernet_epochs=supernet_epochs,
-                        activation=activation, latency_backend=latency_backend, latency_threads=latency_threads,
+                        activation=activation, random_subnets=random_subnets,
+                        latency_backend=latency_backend, latency_threads=latency_threads,
                         latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads)
         started = time.perf_counter()
         stages = run_pipeline(cfg, _run_hooks(as_json))
@@ -864,7 +867,8 @@ def demo() -> None:
         started = time.perf_counter()
         cfg = RunConfig(**DEMO)
         out.print(f"demo: y7nas run --study {cfg.study} --space {cfg.space} --data {cfg.data} --img {cfg.img} "
-                  f"--activation {cfg.activation} --supernet-epochs {cfg.supernet_epochs} --trials {cfg.trials} "
+                  f"--activation {cfg.activation} --supernet-epochs {cfg.supernet_epochs} "
+                  f"--random-subnets {cfg.random_subnets} --trials {cfg.trials} "
                   f"--finalists {cfg.finalists} --finalist-epochs {cfg.finalist_epochs} "
                   f"--max-gflops {cfg.max_gflops} --threads {cfg.threads}", soft_wrap=True)
         stages = run_pipeline(cfg, _run_hooks(False))

@@ -272,6 +272,32 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
     return commands
 
 
+#: ``y7nas run`` settings (run.json) → its options, in the order the command shows them.
+_RUN_FLAGS = (("space", "--space"), ("data", "--data"), ("img", "--img"), ("max_latency", "--max-latency"),
+              ("max_gflops", "--max-gflops"), ("max_params", "--max-params"), ("objectives", "--objectives"),
+              ("fidelity", "--fidelity"), ("trials", "--trials"), ("finalists", "--finalists"),
+              ("finalist_epochs", "--finalist-epochs"), ("family_targets", "--family-targets"),
+              ("supernet_epochs", "--supernet-epochs"), ("activation", "--activation"),
+              ("random_subnets", "--random-subnets"), ("latency_backend", "--latency-backend"),
+              ("latency_threads", "--latency-threads"), ("latency_table", "--latency-table"), ("seed", "--seed"))
+_ONESHOT_ONLY = {"supernet_epochs", "activation", "random_subnets"}
+
+
+def run_command(study: str, settings: Mapping[str, Any], *, results_dir: str = "results") -> str:
+    """The ``y7nas run`` command line of a run's recorded settings (its run.json)."""
+    oneshot = settings.get("fidelity") == "oneshot"
+    pairs = [("--study", study)]
+    for key, flag in _RUN_FLAGS:
+        value = settings.get(key)
+        if key in _ONESHOT_ONLY and not oneshot:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        pairs.append((flag, value))
+    pairs.append(("--results-dir", results_dir if results_dir != "results" else None))
+    return " ".join(["y7nas run", *_flags(pairs)])
+
+
 # ----------------------------------------------------------------------------- pruning, family
 def pruning_data(rows: Sequence[Mapping[str, Any]], stored: Mapping[str, Any],
                  saved: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -323,8 +349,10 @@ def report_data(study: str, stored: Mapping[str, Any], rows: Sequence[Mapping[st
                 links: Mapping[int, Mapping[str, str]] | None = None,
                 finalists: Mapping[str, Any] | None = None, family: Mapping[str, Any] | None = None,
                 pruning: Mapping[str, Any] | None = None, results_dir: str = "results",
-                storage: str | None = None, generated: str = "") -> dict[str, Any]:
-    """Everything the report shows, as one JSON-ready dict (see the module docstring)."""
+                storage: str | None = None, generated: str = "",
+                run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the report shows, as one JSON-ready dict (see the module docstring). ``run``:
+    the settings of the ``y7nas run`` that made the study (its command comes first)."""
     objectives = list(stored.get("objectives") or ("score",))
     budget = budget if budget is not None else len(rows)
     columns, dims = table_columns(rows, objectives)
@@ -335,8 +363,8 @@ def report_data(study: str, stored: Mapping[str, Any], rows: Sequence[Mapping[st
     return plain({
         "study": study, "generated": generated, "objectives": objectives, "budget": budget,
         "settings": settings_rows(stored, budget, storage),
-        "commands": reproduce_commands(study, stored, budget, results_dir=results_dir, storage=storage,
-                                       finalists=finalists),
+        "commands": ([run_command(study, run, results_dir=results_dir)] if run else [])
+        + reproduce_commands(study, stored, budget, results_dir=results_dir, storage=storage, finalists=finalists),
         "counts": counts, "columns": columns, "dimensions": dims, "trials": trials,
         "chart": chart_data(rows, objectives, references or {}, title=f"study {study}",
                             constraints=stored.get("constraints")),
@@ -346,4 +374,4 @@ def report_data(study: str, stored: Mapping[str, Any], rows: Sequence[Mapping[st
 
 
 __all__ = ["SETTING_LABELS", "chart_data", "family_data", "plain", "pruning_data", "report_data",
-           "reproduce_commands", "settings_rows", "table_columns", "trial_entries", "trial_status"]
+           "reproduce_commands", "run_command", "settings_rows", "table_columns", "trial_entries", "trial_status"]

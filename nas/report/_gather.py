@@ -150,13 +150,14 @@ def gather(study: str, results_dir: Path, page_dir: Path, storage: str | None = 
     nc = int(stored.get("nc") or 80)
     presets: Mapping[str, Any] = {name: g.replace(nc=nc) for name, g in PRESETS.items()}
     pruning = read_json(study_dir / "pruning.json") if (study_dir / "pruning.json").is_file() else None
+    run = read_json(study_dir / "run.json").get("settings") if (study_dir / "run.json").is_file() else None
     return report_data(
         study, stored, rows, budget=int(s.user_attrs.get(BUDGET_ATTR) or len(rows)),
         references=s.user_attrs.get(REFERENCES_ATTR) or {}, genomes=_genomes(trials), presets=presets,
         links=model_links(study_dir, page_dir, [r["number"] for r in rows]),
         finalists=finalists_file(study_dir), family=family_file(study_dir, page_dir), pruning=pruning,
         results_dir=str(results_dir), storage=redact(storage) if storage else None,
-        generated=_dt.datetime.now().isoformat(timespec="seconds"))
+        generated=_dt.datetime.now().isoformat(timespec="seconds"), run=run)
 
 
 __all__ = ["family_file", "finalists_file", "gather", "href", "model_links", "read_csv", "read_json"]

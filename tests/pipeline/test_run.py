@@ -119,6 +119,23 @@ def test_rerun_of_a_finished_run_redoes_nothing(finished_run, tiny_data):
     assert {p: p.stat().st_mtime_ns for p in before} == before
 
 
+def test_the_report_reproduces_the_run_with_one_command(finished_run):
+    """The report's first command is the `y7nas run` line of run.json; running it is the same run
+    (every stage done earlier, nothing refused)."""
+    import html
+    import re
+    import shlex
+
+    results, _, _ = finished_run
+    page = (results / "r" / "report.html").read_text()
+    command = html.unescape(re.search(r"y7nas run [^<\n]*", page).group(0))
+    args = shlex.split(command)[1:]
+    assert args[:3] == ["run", "--study", "r"] and "--random-subnets" in args and "--max-gflops" in args
+    code, stdout, stderr = _in_process(args)
+    assert code == 0, stderr[-2000:]
+    assert stdout.count("done earlier") == 5
+
+
 @pytest.mark.parametrize("option,value,key", [("--trials", "9", "trials"),
                                               ("--supernet-epochs", "3", "supernet_epochs"),
                                               ("--family-targets", "1,3", "family_targets")])
