@@ -14,32 +14,23 @@ from pathlib import Path
 import pytest
 
 from nas.errors import NasError
-from nas.search import Fidelity, register_fidelity, run_search
-from tests.search._helpers import SmallSpace, config
+from nas.search import register_fidelity, run_search
+from tests.search._helpers import EpochsFidelity, SmallSpace, config
 
 HOSTILE = '</script><script>alert("x")</script><img src=x onerror=alert(1)>'
 
 
 @register_fidelity
-class MixedFidelity(Fidelity):
-    """Score e/E · 1e4/params after epoch e (reported per epoch, prunable); ReLU + RepConv
-    architectures fail with :data:`HOSTILE` in their reason."""
+class MixedFidelity(EpochsFidelity):
+    """:class:`EpochsFidelity` (score e/E · 1e4/params after epoch e, prunable), except that
+    ReLU + RepConv architectures fail with :data:`HOSTILE` in their reason."""
 
     name = "test-report-mixed"
-    scores = True
-    prunable = True
 
     def evaluate(self, genome, model, context):
         if genome.activation == "relu" and genome.outputs.kind == "repconv":
             raise NasError(f"synthetic failure {HOSTILE}")
-        epochs = int(context.options["epochs"])
-        base = 1e4 / sum(p.numel() for p in model.parameters())
-        score, done = 0.0, 0
-        for epoch in range(1, epochs + 1):
-            score, done = base * epoch / epochs, epoch
-            if context.report(epoch, score):
-                break
-        return {"score": score, "epochs_trained": done, "train_s": 0.01 * done}
+        return super().evaluate(genome, model, context)
 
 
 @pytest.fixture(scope="session")
