@@ -282,13 +282,34 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+def preflight(cfg: RunConfig) -> None:
+    """Refuse what would fail later (one line) before run.json records any stage as started: a
+    stage once started pins its settings, so a typo must not get that far. Checks the search
+    settings, the space and the supernet activation, the data (generated once when synthetic),
+    the device and the latency backend or table."""
+    from nas.profile import resolve_device
+    from search_spaces import get_space
+
+    search_cfg = search_config(cfg)
+    space = get_space(cfg.space)
+    if cfg.fidelity == "oneshot":
+        space.fixed(activation=cfg.activation)
+    resolve_device(cfg.device)
+    if search_cfg.needs_latency:
+        search_cfg.latency_meter().check()
+    if cfg.fidelity != "flops":
+        from nas.data import load_data_config
+
+        load_data_config(cfg.data)
+
+
 def run_pipeline(cfg: RunConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Run (or continue) every stage of ``cfg``; returns ``{stage: {seconds, outputs…}}``.
 
     Raises :class:`RunError` (one line) when settings that finished work depends on changed.
     """
     hooks = hooks or RunHooks()
-    search_config(cfg)  # validates the search settings before anything is written
+    preflight(cfg)
     depends = [(s.name, tuple(k for k in s.depends if k in cfg.settings())) for s in STAGES]
     # settings recorded by extra SearchConfig fields invalidate the search too
     depends[1] = ("search", (*depends[1][1], *cfg.extra))

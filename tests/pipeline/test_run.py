@@ -182,6 +182,21 @@ def test_run_refuses_a_folder_of_other_results(tmp_path):
     assert not (tmp_path / "x" / "run.json").exists()
 
 
+@pytest.mark.parametrize("bad,match", [(dict(space="yolov7-tiny-gpu"), "unknown search space"),
+                                       (dict(activation="gelu"), "activation must be one of"),
+                                       (dict(latency_backend="tensorrt"), "unknown latency backend"),
+                                       (dict(data="missing.yaml"), "missing.yaml")])
+def test_bad_input_is_refused_before_any_stage_starts(tmp_path, bad, match):
+    """A typo must not pin a run's settings: nothing is written, and the corrected command is free."""
+    from nas.errors import NasError
+    from nas.pipeline import run_pipeline
+
+    settings = dict(study="t", space="yolov7-tiny-cpu", results_dir=tmp_path, img=64, activation="relu")
+    with pytest.raises(NasError, match=match):
+        run_pipeline(RunConfig(**{**settings, **bad}))
+    assert not (tmp_path / "t").exists()
+
+
 def test_best_finalist_is_the_highest_map_within_the_budget():
     rows = [{"number": 1, "map50_95": 0.30, "latency_ms": 12.0},
             {"number": 2, "map50_95": 0.25, "latency_ms": 9.0},
