@@ -316,18 +316,6 @@ def _print_front(summary) -> None:
         out.print(f"results: {summary.results_dir}/ ({files})", soft_wrap=True)
 
 
-def _search_space(cfg):
-    """The study's space; a one-shot search fixes the activation to its supernet's."""
-    from search_spaces import get_space
-
-    space = get_space(cfg.space, nc=cfg.nc)
-    if cfg.fidelity == "oneshot" and cfg.supernet:
-        from nas.supernet import read_checkpoint
-
-        space = space.fixed(activation=read_checkpoint(cfg.supernet)["meta"]["activation"])
-    return space
-
-
 def _oneshot_img(img: Optional[int], supernet: Optional[str], default: int = 320) -> int:
     """--img as given, else the supernet's training size for a one-shot search, else ``default``."""
     if img is not None:
@@ -341,20 +329,13 @@ def _oneshot_img(img: Optional[int], supernet: Optional[str], default: int = 320
 
 def _run_search_cli(cfg) -> None:
     """Resolve the space and classes, run the search with a progress display, print the front."""
-    from nas.search import get_fidelity, run_search
-    from search_spaces import get_space
+    from nas.pipeline import prepare_search
+    from nas.search import run_search
 
-    get_space(cfg.space)  # unknown space → one line, before any data is generated
-    nc = 80
-    if get_fidelity(cfg.fidelity).needs_data:
-        get_fidelity(cfg.fidelity)().check_available()
-        from nas.data import load_data_config
-
-        nc = load_data_config(cfg.data).nc
-    cfg = cfg.replace(nc=nc)
+    cfg, space = prepare_search(cfg)
     progress = _SearchProgress(err)
     try:
-        summary = run_search(cfg, _search_space(cfg), progress=progress)
+        summary = run_search(cfg, space, progress=progress)
     finally:
         progress.close()
     _print_front(summary)
@@ -464,13 +445,14 @@ def worker(study: str = typer.Option(..., "--study", help="Name of an existing s
                                                        "table on this machine (default: its recorded path)."),
            ) -> None:
     """Join a running study from this machine (space, objectives etc. come from the study)."""
+    from nas.pipeline import search_space
     from nas.search import get_fidelity, load_study_config, run_worker
 
     with user_errors():
         cfg = load_study_config(study, storage, threads=threads, latency_backend=latency_backend,
                                 latency_threads=latency_threads, latency_table=latency_table)
         get_fidelity(cfg.fidelity)().check_available()
-        space = _search_space(cfg)
+        space = search_space(cfg)
         progress = _SearchProgress(err)
         try:
             run_worker(cfg, space, progress=progress, threads=threads)
@@ -728,11 +710,12 @@ def _print_finalists(result) -> None:
 
 
 def _run_finalists_cli(study: str, results_dir: Path, **options) -> None:
+    from nas.pipeline import search_space
     from nas.search import open_results_study, train_finalists
 
     cfg, _s, _stored = open_results_study(study, Path(results_dir), options.get("storage"))
     supernet = options.get("supernet") or (cfg.supernet if cfg.fidelity == "oneshot" else None)
-    space = _search_space(cfg.replace(supernet=supernet)) if supernet else None
+    space = search_space(cfg.replace(supernet=supernet)) if supernet else None
     result = train_finalists(study, results_dir, progress=lambda line: err.print(line, markup=False,
                                                                                  soft_wrap=True),
                              space=space, **options)
@@ -783,13 +766,6 @@ def _run_hooks(as_json: bool):
                     family=(lambda family: None) if as_json else _print_family)
 
 
-def _parse_multiples(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise NasError(f"--family-targets must be comma-separated numbers, got {text!r}") from None
-
-
 @app.command()
 def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
         data: str = typer.Option("synthetic", "--data", help="'synthetic', 'synthetic-large' or a data YAML."),
@@ -827,13 +803,15 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
 
     from nas.pipeline import RunConfig, run_pipeline
     from nas.search._objectives import parse_objectives
+    from scaling.family import parse_targets
 
     with user_errors():
         cfg = RunConfig(study=study, space=space, data=data, results_dir=results_dir, img=img,
                         max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                         objectives=parse_objectives(objectives), fidelity=fidelity, trials=trials,
                         finalists=finalists, finalist_epochs=finalist_epochs,
-                        family_targets=_parse_multiples(family_targets), supernet_epochs=supernet_epochs,
+                        family_targets=parse_targets(family_targets, "--family-targets"),
+                        supernet_epochs=supernet_epochs,
                         activation=activation, random_subnets=random_subnets,
                         latency_backend=latency_backend, latency_threads=latency_threads,
                         latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads)
@@ -862,15 +840,12 @@ def demo() -> None:
     import time
 
     from nas.pipeline import RunConfig, run_pipeline
+    from nas.report import run_command
 
     with user_errors():
         started = time.perf_counter()
         cfg = RunConfig(**DEMO)
-        out.print(f"demo: y7nas run --study {cfg.study} --space {cfg.space} --data {cfg.data} --img {cfg.img} "
-                  f"--activation {cfg.activation} --supernet-epochs {cfg.supernet_epochs} "
-                  f"--random-subnets {cfg.random_subnets} --trials {cfg.trials} "
-                  f"--finalists {cfg.finalists} --finalist-epochs {cfg.finalist_epochs} "
-                  f"--max-gflops {cfg.max_gflops} --threads {cfg.threads}", soft_wrap=True)
+        out.print(f"demo: {run_command(cfg.study, cfg.settings())} --threads {cfg.threads}", soft_wrap=True)
         stages = run_pipeline(cfg, _run_hooks(False))
         out.print(f"demo done in {time.perf_counter() - started:.0f} s; report: "
                   f"{stages['report']['outputs']['report']}", soft_wrap=True)

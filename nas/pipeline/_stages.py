@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -55,7 +55,6 @@ class RunConfig:
     device: str = "cpu"
     workers: int = 1
     threads: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # further SearchConfig fields, recorded
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
@@ -82,10 +81,8 @@ class RunConfig:
     def settings(self) -> dict[str, Any]:
         """What the run records and compares on a re-run (local choices such as device, workers
         and threads are not among them)."""
-        local = {"study", "results_dir", "device", "workers", "threads", "extra"}
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
-        values.update(self.extra)
-        return values
+        local = {"study", "results_dir", "device", "workers", "threads"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
 
 
 @dataclass
@@ -143,12 +140,24 @@ def search_config(cfg: RunConfig):
                         workers=cfg.workers, latency_runs=cfg.latency_runs,
                         latency_backend=cfg.latency_backend, latency_threads=cfg.latency_threads,
                         latency_table=cfg.latency_table,
-                        supernet=str(cfg.supernet_path) if oneshot else None, **dict(cfg.extra))
+                        supernet=str(cfg.supernet_path) if oneshot else None)
+
+
+def search_space(search_cfg):
+    """The study's space (``search_cfg.nc`` classes); a one-shot search fixes the activation to
+    its supernet's."""
+    from search_spaces import get_space
+
+    space = get_space(search_cfg.space, nc=search_cfg.nc)
+    if search_cfg.fidelity == "oneshot" and search_cfg.supernet:
+        from nas.supernet import read_checkpoint
+
+        space = space.fixed(activation=read_checkpoint(search_cfg.supernet)["meta"]["activation"])
+    return space
 
 
 def prepare_search(search_cfg):
-    """(config with the data's class count, search space) — a one-shot search fixes the space's
-    activation to its supernet's."""
+    """(config with the data's class count, :func:`search_space`) of a search about to start."""
     from nas.search import get_fidelity
     from search_spaces import get_space
 
@@ -158,12 +167,7 @@ def prepare_search(search_cfg):
         from nas.data import load_data_config
 
         search_cfg = search_cfg.replace(nc=load_data_config(search_cfg.data).nc)
-    space = get_space(search_cfg.space, nc=search_cfg.nc)
-    if search_cfg.fidelity == "oneshot" and search_cfg.supernet:
-        from nas.supernet import read_checkpoint
-
-        space = space.fixed(activation=read_checkpoint(search_cfg.supernet)["meta"]["activation"])
-    return search_cfg, space
+    return search_cfg, search_space(search_cfg)
 
 
 def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
@@ -231,7 +235,7 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     limits = {metric: getattr(cfg, name) * factor for name, (metric, factor) in CONSTRAINTS.items()
               if getattr(cfg, name) is not None}
     best = best_finalist(rows, limits)
-    name, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
+    _, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
     name = f"{cfg.study}-trial{best['number']}"
     coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
     measure = Measurer(cfg.latency_runs, threads=cfg.latency_threads, device=cfg.device,
@@ -310,9 +314,7 @@ def run_pipeline(cfg: RunConfig, hooks: RunHooks | None = None) -> dict[str, Any
     """
     hooks = hooks or RunHooks()
     preflight(cfg)
-    depends = [(s.name, tuple(k for k in s.depends if k in cfg.settings())) for s in STAGES]
-    # settings recorded by extra SearchConfig fields invalidate the search too
-    depends[1] = ("search", (*depends[1][1], *cfg.extra))
+    depends = [(s.name, s.depends) for s in STAGES]
     state = RunState.open(cfg.study_dir / "run.json", cfg.settings(), depends)
     if not state.path.exists() and cfg.study_dir.exists() and any(cfg.study_dir.iterdir()):
         raise RunError(f"{cfg.study_dir} holds results that are not a y7nas run (no run.json); "

@@ -11,10 +11,10 @@ Typical use::
 
     path = write_report("s1")                 # results/s1/report.html
 """
-from nas.report._data import chart_data, report_data
+from nas.report._data import chart_data, report_data, run_command
 from nas.report._diff import genome_diff, nearest_preset
 from nas.report._html import json_for_script, render_html
 from nas.report._write import MAX_BYTES, write_report
 
 __all__ = ["MAX_BYTES", "chart_data", "genome_diff", "json_for_script", "nearest_preset", "render_html",
-           "report_data", "write_report"]
+           "report_data", "run_command", "write_report"]

@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from nas.report._svg import bar_svg, fmt, line_svg, scatter_svg
+from nas.search._finalists import finalists_columns
 
 #: column key → header label of the trials and finalists tables (others: the key itself)
 LABELS = {
@@ -126,15 +127,13 @@ def finalists_section(data: Mapping[str, Any]) -> str:
         return ""
     rows = fin.get("rows") or []
     objectives = list(fin.get("objectives") or data["objectives"])
-    columns = fin.get("columns") or ["number", "genome_hash", *objectives,
-                                     *[c for c in ("params", "gflops") if c not in objectives],
-                                     "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+    columns = fin.get("columns") or finalists_columns(objectives)
     s = fin.get("settings") or {}
     how = "fine-tuned from inherited weights" if s.get("init_from") else "proxy-trained"
     detail = (f"{len(rows)} finalist(s) of a {fin.get('front_size', '?')}-trial front, {how} "
               f"{s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px on {s.get('subset') or 'all'} images")
     links = {t["number"]: t.get("links") or {} for t in data["trials"]}
-    typed = [{k: v for k, v in r.items()} for r in rows]
+    typed = [dict(r) for r in rows]
     for r in typed:
         try:
             r["number"] = int(r["number"])

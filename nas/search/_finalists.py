@@ -178,8 +178,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         trained[i]["on_map_front"] = True
 
     out_dir = cfg.study_dir
-    header = ["number", "genome_hash", *objectives, *[c for c in ("params", "gflops") if c not in objectives],
-              "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+    header = finalists_columns(objectives)
     csv_path, json_path = out_dir / "finalists.csv", out_dir / "finalists.json"
     write_atomically(csv_path, csv_text([{k: ("" if v is None else v) for k, v in r.items()} for r in rows],
                                         header))
@@ -192,4 +191,10 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                            rows=tuple(rows), csv_path=csv_path, json_path=json_path)
 
 
-__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "spread_indices", "train_finalists"]
+def finalists_columns(objectives: Sequence[str]) -> list[str]:
+    """The columns of finalists.csv for a study with ``objectives``."""
+    return ["number", "genome_hash", *objectives, *[c for c in ("params", "gflops") if c not in objectives],
+            "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+
+
+__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "finalists_columns", "spread_indices", "train_finalists"]
