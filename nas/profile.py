@@ -19,6 +19,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -238,24 +239,38 @@ def measure_latency(model: nn.Module, img: int = 640, batch: int = 1, runs: int 
     model.eval().to(dev)
     x = torch.rand(batch, 3, img, img, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
     try:
         with torch.inference_mode(), _out_of_memory_as_error(model, img, batch):
-            for _ in range(warmup):
-                model(x)
-            sync()
-            for _ in range(runs):
-                start = time.perf_counter()
-                model(x)
-                sync()
-                times.append((time.perf_counter() - start) * 1000)
+            times = time_calls(lambda: model(x), runs, warmup, sync)
     finally:
         torch.set_num_threads(previous_threads)
         model.train(was_training)
+    return summarise_times(times, warmup, batch, img, threads or previous_threads, str(dev), form)
+
+
+def time_calls(call: Callable[[], object], runs: int, warmup: int,
+               sync: Callable[[], None] = lambda: None) -> list[float]:
+    """Wall-clock milliseconds of ``runs`` calls of ``call`` after ``warmup`` untimed ones
+    (``sync`` after each, e.g. CUDA synchronisation)."""
+    for _ in range(warmup):
+        call()
+    sync()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def summarise_times(times: list[float], warmup: int, batch: int, img: int, threads: int, device: str,
+                    form: str) -> LatencyResult:
+    """Median, p90 and mean of per-batch ``times`` (ms) with how they were taken."""
     ordered = sorted(times)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return LatencyResult(statistics.median(times), p90, statistics.fmean(times), runs, warmup, batch, img,
-                         threads or previous_threads, str(dev), form)
+    return LatencyResult(statistics.median(times), p90, statistics.fmean(times), len(times), warmup, batch, img,
+                         threads, device, form)
 
 
 def resolve_device(device: str) -> torch.device:

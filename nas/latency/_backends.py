@@ -11,42 +11,18 @@ study or a latency table records beside the device and thread count.
 """
 from __future__ import annotations
 
-import statistics
-import time
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from nas.errors import NasError
-from nas.profile import LatencyResult, check_image_size, check_run_options, measure_latency, resolve_device
+from nas.profile import (LatencyResult, check_image_size, check_run_options, measure_latency, resolve_device,
+                         summarise_times, time_calls)
 
 __all__ = ["LATENCY_BACKENDS", "DEFAULT_BACKEND", "LatencyBackend", "get_backend", "time_calls"]
 
 DEFAULT_BACKEND = "torch"
-
-
-def time_calls(call: Callable[[], object], runs: int, warmup: int,
-               sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Wall-clock milliseconds of ``runs`` calls of ``call`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    sync()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def summarise(times: list[float], warmup: int, batch: int, img: int, threads: int, device: str,
-              form: str) -> LatencyResult:
-    ordered = sorted(times)
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return LatencyResult(statistics.median(times), p90, statistics.fmean(times), len(times), warmup,
-                         batch, img, threads, device, form)
 
 
 class LatencyBackend:
@@ -104,7 +80,7 @@ def time_session(session, img: int, batch: int, runs: int, warmup: int, threads:
     x = np.random.default_rng(0).random((batch, channels, img, img), dtype=np.float32)
     feed = {session.get_inputs()[0].name: x}
     times = time_calls(lambda: session.run(None, feed), runs, warmup)
-    return summarise(times, warmup, batch, img, threads, device, form)
+    return summarise_times(times, warmup, batch, img, threads, device, form)
 
 
 #: Latency backends by name (``--latency-backend``).

@@ -13,8 +13,6 @@ The layer timers are registered by backend name in :data:`LAYER_TIMERS`.
 """
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,7 +21,7 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.latency._backends import time_calls
-from nas.latency._onnx import DEFAULT_OPSET, onnx_session
+from nas.latency._onnx import DEFAULT_OPSET, PredictionsOnly, export_module, onnx_session
 
 __all__ = ["LAYER_TIMERS", "LayerUse", "export_layer_onnx", "is_deploy_form", "layer_uses", "time_layer"]
 
@@ -90,36 +88,16 @@ def is_deploy_form(model: nn.Module) -> bool:
     return True
 
 
-class _LayerAlone(nn.Module):
-    """One layer as a graph of its own: positional inputs (a list for multi-input layers), first
-    output tensor (a detect head's decoded predictions, as the whole-model export keeps)."""
-
-    def __init__(self, layer: nn.Module, multi_input: bool):
-        super().__init__()
-        self.layer, self.multi_input = layer, multi_input
-
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        out = self.layer(list(xs) if self.multi_input else xs[0])
-        while isinstance(out, (tuple, list)):
-            out = out[0]
-        return out
-
-
 def _inputs(shapes, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     generator = torch.Generator().manual_seed(0)
     return tuple(torch.rand(*shape, generator=generator).to(device) for shape in shapes)
 
 
 def export_layer_onnx(layer: nn.Module, shapes, multi_input: bool, opset: int = DEFAULT_OPSET) -> bytes:
-    """Serialized ONNX of one layer on inputs ``x0, x1, ...`` of ``shapes``; output ``y``."""
-    wrapped = _LayerAlone(layer, multi_input).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapped, _inputs(shapes), buffer, opset_version=opset, dynamo=False,
-                          input_names=[f"x{i}" for i in range(len(shapes))], output_names=["y"],
-                          do_constant_folding=True)
-    return buffer.getvalue()
+    """Serialized ONNX of one layer on inputs ``x0, x1, ...`` of ``shapes``; output ``y`` (its
+    first output tensor: a detect head's decoded predictions, as the whole-model export keeps)."""
+    wrapped = PredictionsOnly(layer, multi_input).eval()
+    return export_module(wrapped, _inputs(shapes), [f"x{i}" for i in range(len(shapes))], ["y"], opset=opset)
 
 
 def _time_onnxruntime(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:
@@ -130,7 +108,7 @@ def _time_onnxruntime(layer, shapes, multi_input, runs, warmup, threads, device)
 
 def _time_torch(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:
     dev = torch.device(device)
-    wrapped = _LayerAlone(layer, multi_input).eval().to(dev)
+    wrapped = PredictionsOnly(layer, multi_input).eval().to(dev)
     xs = _inputs(shapes, dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     previous = torch.get_num_threads()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -92,16 +92,9 @@ class LatencyMeter:
                     "versions": self.versions()}
         table = _load_table(self.table)
         meta = table.meta
-        return {"backend": _field(meta, "backend"), "device": _field(meta, "device"),
-                "threads": _field(meta, "threads"), "img": img, "versions": _field(meta, "versions"),
+        return {"backend": meta.get("backend"), "device": meta.get("device"),
+                "threads": meta.get("threads"), "img": img, "versions": meta.get("versions"),
                 "table_id": table.identity}
-
-
-def _field(meta: Any, name: str) -> Any:
-    """``meta[name]`` of a mapping, else the attribute (the table's meta may be either)."""
-    if isinstance(meta, Mapping):
-        return meta.get(name)
-    return getattr(meta, name, None)
 
 
 _TABLES: dict[tuple[str, int, int], Any] = {}

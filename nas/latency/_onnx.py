@@ -31,7 +31,7 @@ from torch import nn
 from nas.errors import NasError
 
 __all__ = ["DEFAULT_OPSET", "ONNX_RTOL", "ONNX_TOLERANCE", "OnnxExport", "PredictionsOnly", "check_onnx",
-           "export_onnx", "onnx_session", "onnx_max_abs_difference", "onnx_versions", "write_onnx"]
+           "export_module", "export_onnx", "onnx_session", "onnx_max_abs_difference", "onnx_versions", "write_onnx"]
 
 #: Opset written by default (ONNX Runtime 1.14+ and TensorRT 8.6+ read it).
 DEFAULT_OPSET = 17
@@ -42,17 +42,30 @@ ONNX_RTOL = 1e-6
 
 
 class PredictionsOnly(nn.Module):
-    """``model``'s eval forward, first tensor only (the decoded predictions)."""
+    """``model``'s eval forward, first tensor only (a detector's decoded predictions). With
+    ``multi_input`` the positional inputs reach ``model`` as one list (a Concat layer alone)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, multi_input: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.multi_input = model, multi_input
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.model(list(xs) if self.multi_input else xs[0])
         while isinstance(out, (tuple, list)):
             out = out[0]
         return out
+
+
+def export_module(module: nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
+                  output_names: list[str], dynamic_axes: dict | None = None,
+                  opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialized ONNX of ``module`` traced on ``inputs`` by the legacy exporter (module docstring)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about python values in the head
+        torch.onnx.export(module, inputs, buffer, opset_version=opset, dynamo=False, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+    return buffer.getvalue()
 
 
 def _require_onnx():
@@ -93,16 +106,10 @@ def export_onnx(model: nn.Module, img: int, batch: int = 1, path: str | Path | N
     device = next(model.parameters()).device
     x = torch.zeros(batch, 3, img, img, device=device)
     axes = {"images": {0: "batch"}, "predictions": {0: "batch"}} if dynamic_batch else None
-    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings about python values in the head
-            torch.onnx.export(PredictionsOnly(model), (x,), buffer, opset_version=opset, dynamo=False,
-                              input_names=["images"], output_names=["predictions"],
-                              dynamic_axes=axes, do_constant_folding=True)
+        data = export_module(PredictionsOnly(model), (x,), ["images"], ["predictions"], axes, opset)
     finally:
         model.train(was_training)
-    data = buffer.getvalue()
     if path is not None:
         Path(path).write_bytes(data)
     return data
