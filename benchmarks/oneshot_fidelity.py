@@ -8,10 +8,17 @@ it), side by side:
   (``nas.supernet.train_supernet``, ``--supernet-epochs``), BatchNorm re-estimated on
   ``--calib`` training images; with ``--compare-distill`` a second supernet trained with in-place
   distillation is scored too;
+* with ``--finetune-epochs K``: the one-shot score after K epochs of fine-tuning from the
+  inherited weights (lr 0.001, what ``y7nas finalists`` does on a one-shot study);
 * the 5-epoch proxy (``nas.train.proxy_train``, what ``--fidelity proxy`` runs) and NASWOT;
 * the reference: stand-alone training of every architecture for ``--ref-epochs`` (same recipe,
   data and image size), once per ``--ref-seeds``; the τ between two seeds' references is the
-  ceiling no score can beat.
+  ceiling no score can beat (with more than two seeds: the mean over every pair of seeds).
+
+``--draw random`` draws the architectures uniformly; ``--draw spread`` draws a pool of 30 per
+architecture and keeps the ones at evenly spaced quantiles of their parameter count, so the
+reference spans the space from small to large (architectures drawn uniformly cluster in the
+middle, where two seeds of stand-alone training cannot tell them apart).
 
 It prints Kendall's τ of every score against the reference (mean over the seeds' mAPs) and
 against each seed, and the cost of scoring 100 candidates: supernet training + 100 one-shot
@@ -51,6 +58,25 @@ def narrowed_space(width_max: float, nc: int):
     return Narrowed(nc=nc)
 
 
+def draw_architectures(space, activation: str, n: int, draw: str, nc: int, seed: int) -> list:
+    """``n`` distinct genomes: a uniform draw, or (``spread``) the genomes at evenly spaced
+    quantiles of parameter count in a pool of 30 x ``n`` uniform draws."""
+    rng = random.Random(seed)
+    pool_size = n if draw == "random" else 30 * n
+    pool, seen = [], set()
+    for _ in range(100 * pool_size):
+        if len(pool) == pool_size:
+            break
+        g = sample_genome(space, activation, rng, "random")
+        if g.genome_hash() not in seen:
+            seen.add(g.genome_hash())
+            pool.append(g)
+    if draw == "random":
+        return pool
+    sized = sorted(pool, key=lambda g: sum(q.numel() for q in prepare_model(g, nc, seed=seed)[0].parameters()))
+    return [sized[int((i + 0.5) * len(sized) / n)] for i in range(n)]
+
+
 def tau(xs, ys) -> tuple[float, float]:
     t, p = kendalltau(xs, ys)
     return float(t), float(p)
@@ -64,6 +90,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--subset", type=int, default=256, help="training images (all runs)")
     p.add_argument("--width-max", type=float, default=0.5)
+    p.add_argument("--draw", choices=("random", "spread"), default="random",
+                   help="uniform draw, or evenly spaced quantiles of params from a larger pool")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="also score after this many epochs of fine-tuning from inherited weights")
     p.add_argument("--activation", default="leakyrelu")
     p.add_argument("--supernet-epochs", type=int, default=20)
     p.add_argument("--random-subnets", type=int, default=2)
@@ -85,14 +115,8 @@ def main() -> None:
     data = load_data_config(args.data)
     splits = (scan_split(data, "train"), scan_split(data, "val"))
     space = narrowed_space(args.width_max, data.nc)
-    rng = random.Random(args.seed)
-    genomes, seen = [], set()
-    while len(genomes) < args.n_arch:
-        g = sample_genome(space, args.activation, rng, "random")
-        if g.genome_hash() not in seen:
-            seen.add(g.genome_hash())
-            genomes.append(g)
-    print(f"{len(genomes)} architectures of {space.name} ({args.activation}), {args.img}px, "
+    genomes = draw_architectures(space, args.activation, args.n_arch, args.draw, data.nc, args.seed)
+    print(f"{len(genomes)} architectures of {space.name} ({args.activation}, {args.draw} draw), {args.img}px, "
           f"{args.subset} training images, {args.threads} thread(s)", flush=True)
 
     report: dict = {"args": vars(args), "supernets": {}, "archs": []}
@@ -131,6 +155,13 @@ def main() -> None:
             s = scorer.score(g)
             row[key] = s.map50_95
             row[f"{key}_cpu_s"] = time.process_time() - t0
+            if args.finetune_epochs:
+                t0 = time.process_time()
+                tuned = proxy_train(scorer.model(g), data, epochs=args.finetune_epochs, img=args.img,
+                                    batch=args.batch, subset=args.subset, seed=args.seed,
+                                    threads=args.threads, lr=0.001)
+                row[f"{key}_ft"] = tuned.map50_95
+                row[f"{key}_ft_cpu_s"] = row[f"{key}_cpu_s"] + time.process_time() - t0
         t0 = time.process_time()
         short = proxy_train(g, data, epochs=args.proxy_epochs, img=args.img, batch=args.batch,
                             subset=args.subset, seed=args.seed, threads=args.threads)
@@ -151,7 +182,8 @@ def main() -> None:
             print(f"  reference seed {seed} arch {row['arch']}: {ref.map50_95:.4f} "
                   f"({row[f'ref_seed{seed}_cpu_s']:.0f} cpu-s)", flush=True)
             _dump(args.json, report)
-    summarise(report, seeds, [k for k, _ in variants])
+    keys = [k for k, _ in variants]
+    summarise(report, seeds, keys + ([f"{k}_ft" for k in keys] if args.finetune_epochs else []))
     _dump(args.json, report)
 
 
@@ -167,10 +199,15 @@ def summarise(report: dict, seeds: list[int], oneshot_keys: list[str]) -> None:
         vals = [tau([r[key] for r in rows], [r[c] for r in rows]) for c in cols]
         taus[key] = vals[0][0]
         print(f"  {key:16s}" + "".join(f" {t:7.3f} (p {pv:4.2f})" for t, pv in vals))
-    if len(seeds) >= 2:
-        t, pv = tau([r[f"ref_seed{seeds[0]}"] for r in rows], [r[f"ref_seed{seeds[1]}"] for r in rows])
-        taus["seed_to_seed"] = t
-        print(f"  {'seed-to-seed':16s} {t:7.3f} (p {pv:4.2f})   <- ceiling")
+    pair_taus = []
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            t, pv = tau([r[f"ref_seed{a}"] for r in rows], [r[f"ref_seed{b}"] for r in rows])
+            pair_taus.append(t)
+            print(f"  {f'seed {a} vs {b}':16s} {t:7.3f} (p {pv:4.2f})")
+    if pair_taus:
+        taus["seed_to_seed"] = statistics.fmean(pair_taus)
+        print(f"  {'seed-to-seed':16s} {taus['seed_to_seed']:7.3f}   <- ceiling (mean over seed pairs)")
     ref = [r["ref_mean"] for r in rows]
     print(f"  reference mAP@0.5:0.95 {min(ref):.4f} .. {max(ref):.4f}")
     sn = report["supernets"]["oneshot"]
@@ -181,6 +218,10 @@ def summarise(report: dict, seeds: list[int], oneshot_keys: list[str]) -> None:
     print(f"\ncost of 100 candidates (CPU seconds): one-shot {oneshot_cost:.0f} "
           f"(supernet {sn['cpu_s']:.0f} + 100 x {per_eval:.1f}) vs proxy {proxy_cost:.0f} "
           f"(100 x {per_proxy:.1f}): ratio {oneshot_cost / proxy_cost:.2f}")
+    for key in (k for k in oneshot_keys if k.endswith("_ft")):
+        per_ft = statistics.fmean(r[f"{key}_cpu_s"] for r in rows)
+        cost = report["supernets"][key[:-3]]["cpu_s"] + 100 * per_ft
+        print(f"  {key}: {cost:.0f} (100 x {per_ft:.1f}): ratio {cost / proxy_cost:.2f}")
     report["summary"] = {"tau": taus, "cost_oneshot_cpu_s": oneshot_cost,
                          "cost_proxy_cpu_s": proxy_cost, "cost_ratio": oneshot_cost / proxy_cost}
 
