@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def main() -> None:
     p.add_argument("--data", default="synthetic")
     p.add_argument("--img", type=int, default=128)
     p.add_argument("--budget", type=float, default=0.8)
+    p.add_argument("--budget-ms", type=float, default=None,
+                   help="use this latency budget instead of --budget x the preset's timing (e.g. to "
+                        "resume a finished study in --out-dir and only train)")
     p.add_argument("--supernet", default=None, help="reuse this trained supernet file")
     p.add_argument("--supernet-epochs", type=int, default=16)
     p.add_argument("--subset", type=int, default=256, help="training images (0: all)")
@@ -91,6 +95,7 @@ def main() -> None:
                    help="choose among this many fine-tuned finalists (0: the best one-shot score)")
     p.add_argument("--finalist-epochs", type=int, default=5)
     p.add_argument("--train-epochs", type=int, default=30)
+    p.add_argument("--train-seeds", default="0", help="train both from scratch once per seed (comma list)")
     p.add_argument("--latency-runs", type=int, default=30)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -109,10 +114,14 @@ def main() -> None:
     activation = preset.activation
     report: dict = {"args": vars(args)}
 
-    preset_ms = side_by_side_latency({"preset": preset}, args.img, meter)["preset"]
-    budget = args.budget * preset_ms
-    print(f"yolov7-tiny (width x{args.width:g}) deploy latency {preset_ms:.2f} ms at {args.img}px "
-          f"({args.latency_backend}, {args.threads} thread): budget {budget:.2f} ms", flush=True)
+    if args.budget_ms is None:
+        preset_ms = side_by_side_latency({"preset": preset}, args.img, meter)["preset"]
+        budget = args.budget * preset_ms
+        print(f"yolov7-tiny (width x{args.width:g}) deploy latency {preset_ms:.2f} ms at {args.img}px "
+              f"({args.latency_backend}, {args.threads} thread): budget {budget:.2f} ms", flush=True)
+    else:
+        preset_ms, budget = None, args.budget_ms
+        print(f"latency budget {budget:.2f} ms (given)", flush=True)
 
     space = get_space(args.space, nc=data.nc)
     path = Path(args.supernet) if args.supernet else \
@@ -151,14 +160,21 @@ def main() -> None:
           f"{best['number']} one-shot mAP {best['score']:.4f}, {best['latency_ms']:.2f} ms", flush=True)
 
     lat = side_by_side_latency({"preset": preset, "found": found}, args.img, meter)
-    maps = {}
-    for key, g in (("preset", preset), ("found", found)):
-        r = proxy_train(g, data, epochs=args.train_epochs, img=args.img, batch=args.batch,
-                        subset=subset, seed=args.seed, threads=args.threads,
-                        val_interval=args.train_epochs)
-        maps[key] = (r.map50, r.map50_95, r.seconds)
-        print(f"  trained {key}: mAP@0.5 {r.map50:.4f} mAP@0.5:0.95 {r.map50_95:.4f} ({r.seconds:.0f}s)",
-              flush=True)
+    seeds = [int(x) for x in args.train_seeds.split(",")]
+    runs: dict[str, list] = {"preset": [], "found": []}
+    for seed in seeds:
+        for key, g in (("preset", preset), ("found", found)):
+            r = proxy_train(g, data, epochs=args.train_epochs, img=args.img, batch=args.batch,
+                            subset=subset, seed=seed, threads=args.threads,
+                            val_interval=args.train_epochs)
+            runs[key].append((r.map50, r.map50_95, r.seconds))
+            print(f"  trained {key} (seed {seed}): mAP@0.5 {r.map50:.4f} mAP@0.5:0.95 {r.map50_95:.4f} "
+                  f"({r.seconds:.0f}s)", flush=True)
+    maps = {k: tuple(statistics.fmean(col) for col in zip(*v)) for k, v in runs.items()}
+    if len(seeds) > 1:
+        diffs = [f[1] - p[1] for p, f in zip(runs["preset"], runs["found"])]
+        print(f"  found - preset mAP@0.5:0.95 per seed: {', '.join(f'{d:+.4f}' for d in diffs)}; "
+              f"mAPs below are means over seeds {args.train_seeds}", flush=True)
     params = {k: sum(q.numel() for q in build_model(parse_cfg(expand(g), source=k)).parameters())
               for k, g in (("preset", preset), ("found", found))}
     print(f"\n{'':8s} {'params':>10s} {'latency ms':>11s} {'mAP@0.5':>8s} {'mAP@.5:.95':>10s}")
@@ -168,7 +184,7 @@ def main() -> None:
     verdict = "meets" if maps["found"][1] >= maps["preset"][1] and ratio <= args.budget else "misses"
     print(f"found/preset: latency {ratio:.2f}x, mAP@0.5:0.95 {maps['found'][1] - maps['preset'][1]:+.4f} "
           f"-> {verdict} the goal (>= preset mAP at <= {args.budget}x latency)")
-    report.update(chosen_by=how, preset_ms_first=preset_ms, budget_ms=budget, search_s=search_s, best_trial=best["number"],
+    report.update(train_runs=runs, chosen_by=how, preset_ms_first=preset_ms, budget_ms=budget, search_s=search_s, best_trial=best["number"],
                   found_genome=found.to_dict(), latency_ms=lat, maps=maps, params=params,
                   latency_ratio=ratio, verdict=verdict)
     if args.json:
