@@ -4,7 +4,9 @@ share and that a study records.
 A meter is either a backend (``torch`` or ``onnxruntime``, :mod:`nas.latency._backends`) timing
 the deploy form on a device with a fixed number of threads, or a latency table
 (``table=FILE``, :mod:`nas.latency._table`) that predicts the latency from per-layer timings
-made once on the target device. :meth:`LatencyMeter.record` is what a study stores so that a
+made once on the target device (layers it lacks are timed only on the machine and at the image
+size it was built on, one at a time across processes; else one line says why, see
+:mod:`nas.latency._table`). :meth:`LatencyMeter.record` is what a study stores so that a
 resumed run or a joining worker measuring another way is refused (see
 ``nas.search.SearchConfig.check_against``).
 
@@ -52,7 +54,7 @@ class LatencyMeter:
         backend = get_backend(self.backend)
         resolve_device(self.device)
         check_run_options(1, self.runs, self.warmup, self.threads)
-        backend.check_available()
+        backend.check_available(self.device)     # e.g. ONNX Runtime's CUDA provider, before any trial
 
     def result(self, deploy_model: nn.Module, img: int, batch: int = 1, form: str = "deploy") -> LatencyResult:
         """The full timing (median, p90, mean, ...) of the backend; not available with a table."""

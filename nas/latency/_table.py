@@ -9,7 +9,10 @@ A table is one plain JSON file (:data:`TABLE_FORMAT`, version :data:`TABLE_VERSI
      "calibration": {"curve": "power", "a": 1.1, "b": 1.2, "call_overhead_ms": 0.004,
                      "points": [...], ...},
      "coverage": {...},
-     "layers": {"Conv(3, 16, 3, 2, None, 1, ReLU(inplace=True)) <- 1x3x160x160": 0.0731, ...}}
+     "layers": {"Conv(3, 16, 3, 2, None, 1, ReLU(inplace=True)) <- 1x3x160x160": 0.0731, ...},
+     "hosts": {"3f2a9c1d0b7e": {"host": ..., "device_name": ..., "device": "cpu",
+                                "backend": "onnxruntime", "threads": 1, "versions": {...}}},
+     "timed_on": {"Conv(3, 16, 3, 2, None, 1, ReLU(inplace=True)) <- 1x3x160x160": "3f2a9c1d0b7e", ...}}
 
 ``layers`` maps a layer key (:func:`nas.latency._layers.layer_key`) to its median time alone in
 milliseconds. A model's latency is predicted from ``Σ = Σ (layer − o)``: ``o`` is the time of one
@@ -23,22 +26,36 @@ running the layers in one graph saves or costs (cold caches: larger models lose 
 calibrates; :func:`load_table` reads and validates a table. A layer missing from a loaded table is
 timed and added when the file is writable by this user (the file is rewritten atomically, merging
 layers another process added meanwhile), else it is a one-line error naming the layer.
+
+Which machine measured a table is its *fingerprint* (:data:`FINGERPRINT_FIELDS` of its meta: host
+name, CPU model or GPU name, device, backend, threads, library versions); ``hosts`` maps a short
+hash of each fingerprint that timed layers to the fingerprint, ``timed_on`` each layer to that
+hash (layers of tables written before this record have none: unknown). Missing layers are timed
+only where they mean what the table's others mean: at the table's image size (else one line naming
+both sizes) and on a machine of the table's own fingerprint (else one line naming both machines).
+Timing and saving hold an exclusive lock on ``TABLE.lock`` beside the file and re-read the file
+inside it, so the processes of ``--workers N`` time missing layers one at a time and keep each
+other's additions.
 """
 from __future__ import annotations
 
 import copy
+import fcntl
+import functools
 import hashlib
 import json
 import math
 import os
 import platform
 import random
+import socket
 import tempfile
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
@@ -50,8 +67,8 @@ from nas.fuse import fuse
 from nas.latency._backends import get_backend
 from nas.latency._layers import LAYER_TIMERS, LayerUse, is_deploy_form, layer_uses, time_layer
 
-__all__ = ["TABLE_FORMAT", "TABLE_VERSION", "BuildResult", "LatencyTable", "TableError", "build_table",
-           "load_table"]
+__all__ = ["FINGERPRINT_FIELDS", "TABLE_FORMAT", "TABLE_VERSION", "BuildResult", "LatencyTable", "TableError",
+           "build_table", "fingerprint_key", "load_table", "machine_fingerprint"]
 
 TABLE_FORMAT = "y7nas-latency-table"
 TABLE_VERSION = 1
@@ -60,6 +77,9 @@ MAX_TABLE_BYTES = 256 * 1024 * 1024
 #: meta fields every table has, with their JSON types.
 META_FIELDS = {"device": str, "backend": str, "threads": int, "versions": dict, "img": int, "batch": int,
                "space": str, "nc": int, "runs": int, "warmup": int}
+#: meta fields naming the machine that measured a table: what a layer's time depends on besides
+#: the layer (its fingerprint; see :func:`machine_fingerprint`).
+FINGERPRINT_FIELDS = ("host", "device_name", "device", "backend", "threads", "versions")
 
 
 class TableError(NasError):
@@ -82,6 +102,10 @@ class LatencyTable:
     sha256: str = ""
     #: layers timed and added since the table was loaded (missing from the file when read)
     added: int = 0
+    #: fingerprint key (:func:`fingerprint_key`) → fingerprint of every machine that timed layers
+    hosts: dict[str, dict] = field(default_factory=dict)
+    #: layer key → fingerprint key of the machine that timed it (absent: unknown, an older table)
+    timed_on: dict[str, str] = field(default_factory=dict)
 
     # -- prediction --------------------------------------------------------------------
     def predict(self, model: nn.Module, img: int) -> float:
@@ -103,7 +127,7 @@ class LatencyTable:
         uses = layer_uses(model, img, batch=self.meta["batch"])
         missing = [u for u in uses if u.key not in self.layers]
         if missing:
-            self._add_missing(model, missing)
+            self._add_missing(model, missing, img)
         overhead = self.calibration.get("call_overhead_ms", 0.0)
         return sum(max(self.layers[u.key] - overhead, 0.0) for u in uses)
 
@@ -123,6 +147,17 @@ class LatencyTable:
         return str(self.path) if self.path is not None else "latency table"
 
     @property
+    def fingerprint(self) -> dict | None:
+        """The machine that measured the table (:data:`FINGERPRINT_FIELDS` of its meta); None when
+        its meta does not say (host or device name missing)."""
+        return _fingerprint_of(self.meta)
+
+    def layer_host(self, key: str) -> dict | None:
+        """The fingerprint of the machine that timed layer ``key``; None when unknown."""
+        host = self.timed_on.get(key)
+        return self.hosts.get(host) if host is not None else None
+
+    @property
     def writable(self) -> bool:
         """Whether missing layers may be added to the file: this user may write it and its folder,
         and it has a write permission bit (``chmod a-w`` freezes a table, for root too)."""
@@ -135,19 +170,76 @@ class LatencyTable:
         return (bool(mode & 0o222) and os.access(self.path, os.W_OK)
                 and os.access(self.path.parent, os.W_OK | os.X_OK))
 
-    def _add_missing(self, model: nn.Module, missing: list[LayerUse]) -> None:
+    def _add_missing(self, model: nn.Module, missing: list[LayerUse], img: int) -> None:
+        """Time ``missing`` and add them, or one :class:`TableError` line saying why not: another
+        image size, a file not writable, another machine (in that order)."""
+        first = missing[0]
+        count = f"{len(missing)} layer{'s' if len(missing) > 1 else ''}"
+        if img != self.meta["img"]:
+            raise TableError(f"{self.name}: built at {self.meta['img']} px, asked for {img} px: it has no time for "
+                             f"{count} at {img} px (first: layer {first.index} {first.key}) and does not time "
+                             f"layers at a size it was not built and calibrated at; build a table at --img {img}")
         if not self.writable:
-            first = missing[0]
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise TableError(f"{self.name} has no time for layer {first.index} {first.key}{more} and the file "
                              f"is not writable, so it cannot be measured and added: extend the table on "
                              f"its device (y7nas latency-table build ... -o {self.path.name})")
-        for use in missing:
-            if use.key not in self.layers:
-                self.layers[use.key] = self.time(model.layers[use.index], use)
-                self.added += 1
-        if self.path is not None:
-            self.save()
+        here = self.check_machine(f"cannot time {count} it lacks (first: layer {first.index}) here")
+        with self._locked():
+            self._merge_from_disk(self.path)  # what sibling processes added while this one waited
+            for use in missing:
+                if use.key not in self.layers:
+                    self._record(use.key, self.time(model.layers[use.index], use), here)
+                    self.added += 1
+            if self.path is not None:
+                self.save()
+
+    def check_machine(self, doing: str = "cannot time layers into it here") -> dict:
+        """This machine's fingerprint for the table's device, backend and threads, when it is the
+        table's own; else one :class:`TableError` line naming both machines and what differs."""
+        meta = self.meta
+        here = machine_fingerprint(meta["device"], meta["backend"], meta["threads"])
+        theirs = self.fingerprint
+        if theirs is None:
+            raise TableError(f"{self.name}: {doing}: the table records no machine it was measured on (no "
+                             f"meta.host or meta.device_name: written by an older y7nas), so nothing is timed "
+                             f"into it on {_describe(here)}; rebuild it on its device (y7nas latency-table build "
+                             f"--space {meta['space']} --img {meta['img']} -o NEW.json)")
+        differs = [name for name in FINGERPRINT_FIELDS if theirs.get(name) != here.get(name)]
+        if differs:
+            raise TableError(f"{self.name}: {doing}: it was measured on {_describe(theirs)}, this machine is "
+                             f"{_describe(here)} (differs in {', '.join(differs)}); time missing layers on the "
+                             f"table's machine, or build a table here (y7nas latency-table build --space "
+                             f"{meta['space']} --img {meta['img']} -o NEW.json)")
+        return here
+
+    def _record(self, key: str, ms: float, host: dict) -> None:
+        """Add layer ``key`` timed at ``ms`` on the machine ``host``."""
+        hkey = fingerprint_key(host)
+        self.hosts.setdefault(hkey, host)
+        self.layers[key] = ms
+        self.timed_on[key] = hkey
+
+    def _locked(self):
+        """The exclusive lock on ``TABLE.lock`` (nothing for a table without a file)."""
+        return _file_lock(self.path) if self.path is not None else nullcontext()
+
+    def _merge_from_disk(self, path: Path | None) -> None:
+        """Add the layers the table file ``path`` has and this table lacks, when it was measured by
+        the same machine at the same size (what other processes added since it was read)."""
+        if path is None or not path.is_file():
+            return
+        try:
+            on_disk = load_table(path)
+        except TableError:
+            return
+        if _same_measurement(on_disk.meta, self.meta):
+            for key, ms in on_disk.layers.items():
+                if key not in self.layers:
+                    self.layers[key] = ms
+                    if key in on_disk.timed_on:
+                        self.timed_on[key] = hkey = on_disk.timed_on[key]
+                        self.hosts.setdefault(hkey, on_disk.hosts[hkey])
 
     def time(self, layer: nn.Module, use: LayerUse) -> float:
         """Median ms of one layer timed as this table's backend, device and threads run it."""
@@ -160,9 +252,13 @@ class LatencyTable:
 
     # -- files -------------------------------------------------------------------------
     def to_dict(self) -> dict:
+        timed_on = {key: host for key, host in sorted(self.timed_on.items()) if key in self.layers}
+        used = set(timed_on.values())
         return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "meta": self.meta,
                 "calibration": self.calibration, "coverage": self.coverage,
-                "layers": dict(sorted(self.layers.items()))}
+                "layers": dict(sorted(self.layers.items())),
+                "hosts": {key: fp for key, fp in sorted(self.hosts.items()) if key in used},
+                "timed_on": timed_on}
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the table atomically to ``path`` (default: where it was loaded from). Layers
@@ -170,14 +266,7 @@ class LatencyTable:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise TableError("latency table: no file to save to")
-        if target.is_file():
-            try:
-                on_disk = load_table(target)
-            except TableError:
-                on_disk = None
-            if on_disk is not None and _same_device(on_disk.meta, self.meta):
-                for key, ms in on_disk.layers.items():
-                    self.layers.setdefault(key, ms)
+        self._merge_from_disk(target)
         data = (json.dumps(self.to_dict(), indent=1) + "\n").encode()
         _write_atomically(target, data)
         self.path, self.sha256 = target, hashlib.sha256(data).hexdigest()
@@ -192,8 +281,65 @@ class LatencyTable:
                                  f"(build a table with --{name} {want})")
 
 
-def _same_device(a: dict, b: dict) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("device", "backend", "threads", "batch", "host"))
+def _fingerprint_of(meta: dict) -> dict | None:
+    if not meta.get("host") or not meta.get("device_name"):
+        return None
+    return {name: meta.get(name) for name in FINGERPRINT_FIELDS}
+
+
+def _same_measurement(a: dict, b: dict) -> bool:
+    """Whether layer times of tables of meta ``a`` and ``b`` mean the same: one known machine
+    (fingerprint), one image size and batch."""
+    fp = _fingerprint_of(a)
+    return fp is not None and fp == _fingerprint_of(b) and a.get("img") == b.get("img") \
+        and a.get("batch") == b.get("batch")
+
+
+def fingerprint_key(fingerprint: dict) -> str:
+    """A short stable name of a machine fingerprint: 12 hex digits of its canonical JSON's sha256."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=None)
+def _machine(device: str, backend: str, threads: int) -> str:
+    try:
+        name = device_name(device)
+    except Exception as exc:  # noqa: BLE001 - e.g. a cuda table on a machine without that GPU
+        name = f"no {device} ({type(exc).__name__})"
+    fingerprint = {"host": platform.node() or socket.gethostname(), "device_name": name, "device": device,
+                   "backend": backend, "threads": threads, "versions": get_backend(backend).versions()}
+    return json.dumps(fingerprint)
+
+
+def machine_fingerprint(device: str, backend: str, threads: int) -> dict:
+    """This machine measuring on ``device`` with ``backend`` and ``threads`` threads, as a table's
+    meta records it (:data:`FINGERPRINT_FIELDS`): host name, CPU model (``cpu``) or GPU name
+    (``cuda``), device, backend, threads and the backend's library versions."""
+    return json.loads(_machine(device, backend, threads))
+
+
+def _describe(fp: dict) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in sorted((fp.get("versions") or {}).items()))
+    threads = fp.get("threads")
+    return (f"{fp.get('host')!r} ({fp.get('device_name')}, {fp.get('device')}, {fp.get('backend')} {threads} "
+            f"thread{'' if threads == 1 else 's'}, {versions})")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``PATH.lock`` (created beside ``path``, left in place: removing it
+    would let a waiting process lock a file a newcomer no longer sees)."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise TableError(f"{lock}: cannot create the lock of latency table {path} ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -281,7 +427,19 @@ def _from_dict(doc: Any, where: str) -> LatencyTable:
     coverage = doc.get("coverage", {})
     if not isinstance(coverage, dict):
         raise TableError(f"{where}: coverage must be an object")
-    return LatencyTable(None, meta, dict(layers), dict(calibration), coverage)
+    hosts = doc.get("hosts", {})  # absent in tables written before layers recorded their machine
+    if not isinstance(hosts, dict) or not all(isinstance(fp, dict) for fp in hosts.values()):
+        raise TableError(f"{where}: hosts must be an object mapping fingerprint keys to machine fingerprints")
+    timed_on = doc.get("timed_on", {})
+    if not isinstance(timed_on, dict):
+        raise TableError(f"{where}: timed_on must be an object mapping layer keys to fingerprint keys")
+    for key, host in timed_on.items():
+        if key not in layers:
+            raise TableError(f"{where}: timed_on[{key!r}] names a layer the table has no time for")
+        if not isinstance(host, str) or host not in hosts:
+            raise TableError(f"{where}: timed_on[{key!r}] must be a key of hosts, got {host!r}")
+    return LatencyTable(None, meta, dict(layers), dict(calibration), coverage, hosts=dict(hosts),
+                        timed_on=dict(timed_on))
 
 
 # -- building --------------------------------------------------------------------------
@@ -335,11 +493,11 @@ def _built(genome, source: str):
     return build_model(parse_cfg(expand(genome), source=source)).eval()
 
 
-def _time_new_layers(table: LatencyTable, model: nn.Module, img: int) -> None:
-    """Time the layers of ``model`` (as built) the table lacks, each fused alone."""
+def _time_new_layers(table: LatencyTable, model: nn.Module, img: int, here: dict) -> None:
+    """Time the layers of ``model`` (as built) the table lacks, each fused alone, on ``here``."""
     for use in table.missing(model, img):
         if use.key not in table.layers:
-            table.layers[use.key] = table.time(fuse(model.layers[use.index]), use)
+            table._record(use.key, table.time(fuse(model.layers[use.index]), use), here)
 
 
 def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime", threads: int = 1,
@@ -351,8 +509,9 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     space's smallest and largest architectures (:func:`extreme_genomes`), estimate
     coverage on ``holdout`` further architectures (not timed), and write the table to ``output``.
 
-    An existing table at ``output`` measured on this host with the same backend, device and
-    threads is extended: its layers are kept, not re-timed.
+    An existing table at ``output`` measured by this machine (same fingerprint: host, CPU/GPU,
+    backend, device, threads, library versions) at the same ``img`` is extended: its layers are
+    kept, not re-timed; another is refused in one line.
     """
     from nas.profile import resolve_device
 
@@ -362,9 +521,8 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     dev = str(resolve_device(device))
     output = Path(output)
     progress = progress or (lambda *a: None)
-    meta = {"device": dev, "device_name": device_name(dev), "host": platform.node(), "backend": backend,
-            "threads": threads, "versions": timer_backend.versions(), "img": img, "batch": 1,
-            "space": space.name, "nc": space.nc, "runs": runs, "warmup": warmup,
+    here = machine_fingerprint(dev, backend, threads)
+    meta = {**here, "img": img, "batch": 1, "space": space.name, "nc": space.nc, "runs": runs, "warmup": warmup,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     signature = getattr(space, "signature", None)
     if signature is not None:
@@ -372,11 +530,18 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     table = LatencyTable(None, meta, {})
     if output.exists():
         previous = load_table(output)
-        if not _same_device(previous.meta, meta):
-            raise TableError(f"{output}: exists and was measured elsewhere ({previous.meta['backend']}, "
-                             f"{previous.meta['device']}, {previous.meta['threads']} threads on "
-                             f"{previous.meta.get('host')!r}); give another -o")
+        if previous.meta["img"] != img:
+            raise TableError(f"{output}: exists and was built at {previous.meta['img']} px, not {img} px; "
+                             f"give another -o (one table per image size)")
+        theirs = previous.fingerprint
+        if theirs != here:
+            differs = [n for n in FINGERPRINT_FIELDS if (theirs or {}).get(n) != here.get(n)]
+            elsewhere = _describe(theirs) if theirs else "an unrecorded machine (written by an older y7nas)"
+            raise TableError(f"{output}: exists and was measured on {elsewhere}, this build runs on "
+                             f"{_describe(here)} (differs in {', '.join(differs)}); give another -o")
         table.layers.update(previous.layers)
+        table.hosts.update(previous.hosts)
+        table.timed_on.update(previous.timed_on)
     start = time.perf_counter()
     known = len(table.layers)
     # what timing one layer alone adds to its own time: a call of a graph that does nothing
@@ -387,7 +552,7 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     presets = [replace(preset, nc=space.nc)] if preset is not None else []
     sampled = presets + _genomes(space, samples, seed)
     for i, genome in enumerate(sampled):
-        _time_new_layers(table, _built(genome, f"{space.name} sample {i}"), img)
+        _time_new_layers(table, _built(genome, f"{space.name} sample {i}"), img, here)
         progress("sampling", i + 1, len(sampled), len(table.layers))
 
     calibration_set = presets + extreme_genomes(space) + _genomes(space, calibration_models, seed + 1)
@@ -396,7 +561,8 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     seconds = time.perf_counter() - start
     table.coverage = _coverage(table, space, holdout, seed + 2, img, progress)
     table.coverage.update(architectures=len(sampled), seed=seed, build_seconds=round(seconds, 1))
-    path = table.save(output)
+    with _file_lock(output):
+        path = table.save(output)
     return BuildResult(table, path, len(table.layers), len(table.layers) - known, seconds, calibration,
                        table.coverage)
 
