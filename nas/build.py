@@ -289,3 +289,41 @@ def _initialise(model: Detector, cfg: ModelCfg) -> None:
 
 def load_model(cfg_path: str | Path) -> Detector:
     return build_model(load_cfg(cfg_path))
+
+
+#: What a trainable tensor is, for the optimizer: ``decay`` (conv/linear weights), ``bias`` (any
+#: bias) or ``other`` (BatchNorm scales, YOLOR implicit vectors, anything else; no decay).
+PARAMETER_ROLES = ("other", "decay", "bias")
+
+
+def parameter_role(module: nn.Module, leaf: str) -> str:
+    """The role of ``module``'s own parameter called ``leaf`` (YOLOv7's train.py split: biases;
+    weights of every module but BatchNorm decay; BatchNorm weights and other tensors do not)."""
+    if leaf == "bias":
+        return "bias"
+    if leaf == "weight" and not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return "decay"
+    return "other"
+
+
+def parameter_roles(model: nn.Module) -> dict[str, str]:
+    """``{parameter name: role}`` of every trainable tensor of ``model``, by the module that owns
+    it (not by the name's spelling). A model that shares its tensors differently (the supernet)
+    answers with its own ``parameter_roles()``."""
+    own = getattr(model, "parameter_roles", None)
+    if callable(own):
+        return own()
+    roles = {}
+    for prefix, module in model.named_modules():
+        for leaf, _p in module.named_parameters(recurse=False):
+            roles[f"{prefix}.{leaf}" if prefix else leaf] = parameter_role(module, leaf)
+    return roles
+
+
+def module_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s tensors (CPU for a model without any): what code that feeds it
+    moves its inputs to, so a model and its data cannot sit on two devices."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

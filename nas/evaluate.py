@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.build import module_device
 from nas.data import SplitIndex, make_loader, subset_indices, yolo_to_xyxy
 from nas.errors import NasError
 from nas.metrics import coco_map, to_coco_ground_truth, to_coco_predictions, write_coco_json
@@ -60,11 +61,13 @@ def ground_truth(split: SplitIndex, indices: Sequence[int] | None = None) -> dic
 
 @torch.no_grad()
 def predict(model: nn.Module, loader, conf: float = 0.001, iou: float = 0.65,
-            max_det: int = 300, device: torch.device | str = "cpu",
+            max_det: int = 300, device: torch.device | str | None = None,
             on_batch: Callable[[int, int], None] | None = None
             ) -> tuple[list[int], list[np.ndarray]]:
     """Detections of ``model`` on ``loader``'s images → (dataset indices, per-image (n, 6)
-    ``x1 y1 x2 y2 score cls`` arrays in original-image pixels)."""
+    ``x1 y1 x2 y2 score cls`` arrays in original-image pixels). Images go to ``device``, by
+    default the model's own."""
+    device = module_device(model) if device is None else device
     was_training = model.training
     model.eval()
     ids: list[int] = []
@@ -94,12 +97,13 @@ def predict(model: nn.Module, loader, conf: float = 0.001, iou: float = 0.65,
 def evaluate(model: nn.Module, split: SplitIndex, img: int = 640, batch: int = 16,
              conf: float = 0.001, iou: float = 0.65, max_det: int = 300,
              subset: int | Sequence[int] | None = None, seed: int = 0, workers: int = 0,
-             device: torch.device | str = "cpu", loader=None, gt: dict | None = None,
+             device: torch.device | str | None = None, loader=None, gt: dict | None = None,
              on_batch: Callable[[int, int], None] | None = None) -> EvalResult:
     """COCO mAP@0.5 and mAP@0.5:0.95 of ``model`` on ``split`` (see the module docstring).
 
     Args:
         subset: evaluate only this many images (fixed seeded choice) or these indices.
+        device: where the images go (default: the model's device).
         loader / gt: reuse a loader from :func:`make_eval_loader` and its ground truth (for
             repeated evaluation during training).
     """

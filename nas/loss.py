@@ -229,7 +229,7 @@ class DetectionLoss:
         pred = torch.cat([p.reshape(bs, -1, self.no) for p in levels], 1).float()  # (bs, N, no)
         if not bool(torch.isfinite(pred.detach()).all()):
             nan = pred.sum() * math.nan
-            return nan, torch.full((4,), math.nan)
+            return nan, torch.full((4,), math.nan, device=device)
 
         b_idx, p_idx, g_idx = self._assign(pred.detach(), grid, targets.to(device))
         self.last_positives = int(b_idx.numel())

@@ -192,8 +192,7 @@ class OneShotFidelity(Fidelity):
         net.eval()
         self._scorer = OneShotScorer(net, context.data, context.img,
                                      calib_images=int(context.options.get("calib") or 64),
-                                     val_subset=context.options.get("val"), seed=context.seed,
-                                     device=context.device)
+                                     val_subset=context.options.get("val"), seed=context.seed)
 
     def evaluate(self, genome, model, context):
         if self._scorer is None:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from nas.build import build_model
+from nas.build import build_model, parameter_roles
 from nas.cfg import parse_cfg
 from nas.errors import NasError
 from nas.expand import expand_with_slots
@@ -180,6 +180,13 @@ class _Active:
     slices: list[tuple[str, str, int | None, torch.Tensor | None, int]]   # key, attr, out, idx, dim
 
 
+def _unbuilt_role(super_key: str, shape: tuple[int, ...]) -> str:
+    """The role of a shared tensor no covering genome builds (a RepConv identity BatchNorm that
+    only some widths have): a bias, a 1-D scale (BatchNorm: no decay) or a conv weight."""
+    leaf = super_key.rsplit(".", 1)[-1]
+    return "bias" if leaf == "bias" else "decay" if leaf == "weight" and len(shape) > 1 else "other"
+
+
 def _attr(super_key: str) -> str:
     return super_key.replace(".", "/")
 
@@ -207,6 +214,7 @@ class Supernet(nn.Module):
         self._layouts: dict[str, _Layout] = {}
         self._cache: OrderedDict[Genome, _Active] = OrderedDict()
         self._active: _Active | None = None
+        self._roles: dict[str, str] = {}        # shared tensor → optimizer role (nas.build)
         #: BatchNorm momentum of the sub-networks (None: the blocks' own, YOLOv7's 0.03)
         self.bn_momentum: float | None = None
         covering = covering_genomes(space, activation)
@@ -221,11 +229,14 @@ class Supernet(nn.Module):
                     model, slots = build_plain(g)
             entries = plan_model(model, slots)
             buffers = {k for k, _ in model.named_buffers()}
+            roles = parameter_roles(model)
             for e in entries:
                 lay = self._layouts.get(e.super_key)
                 if lay is None:
                     buffer = e.key in buffers or e.key.endswith(_BUFFER_SUFFIXES)
                     lay = self._layouts[e.super_key] = _Layout(e.shape, e.out, e.in_dim, buffer=buffer)
+                if not lay.buffer and e.key in roles:
+                    self._roles.setdefault(e.super_key, roles[e.key])
                 lay.add(e)
             if i == 0:
                 base = (model.state_dict(), entries)
@@ -242,6 +253,13 @@ class Supernet(nn.Module):
             for e in entries:
                 if e.present and e.key in state:
                     self._write(e, state[e.key])
+
+    def parameter_roles(self) -> dict[str, str]:
+        """``{parameter name: role}`` of the shared tensors, each the role of the plain-model
+        tensors it holds (a conv weight decays, a BatchNorm scale or bias does not), for
+        :func:`nas.train.param_groups`."""
+        return {_attr(key): self._roles.get(key) or _unbuilt_role(key, lay.full_shape())
+                for key, lay in self._layouts.items() if not lay.buffer}
 
     # -- slicing ---------------------------------------------------------------------------
     def tensor(self, super_key: str) -> torch.Tensor:

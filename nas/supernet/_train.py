@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from nas.build import module_device
 from nas.data import DataConfig, load_data_config, make_loader, scan_split
 from nas.errors import NasError
 from nas.evaluate import evaluate, ground_truth, make_eval_loader
@@ -177,6 +178,7 @@ class _Group:
 
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")   # where collective tensors live (NCCL: CUDA only)
 
     @classmethod
     def join(cls, device: torch.device) -> "_Group":
@@ -185,12 +187,12 @@ class _Group:
         import torch.distributed as dist
 
         if not dist.is_available():
-            return cls()
+            return cls(device=device)
         if not dist.is_initialized():
             if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-                return cls()
+                return cls(device=device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+        return cls(dist.get_rank(), dist.get_world_size(), device)
 
     def sum_gradients(self, params: list[nn.Parameter]) -> None:
         """Sum every parameter's gradient over the processes (one flat all-reduce); a parameter
@@ -216,7 +218,7 @@ class _Group:
             return value
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t)
 
@@ -387,17 +389,19 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Sequence[torch.Tensor]) -> nn.Module:
     """Re-estimate every BatchNorm's running statistics of ``model`` as the plain average over
-    ``batches`` (inherited statistics belong to the sub-networks trained together)."""
+    ``batches`` (inherited statistics belong to the sub-networks trained together); each batch
+    goes to the model's device."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None        # cumulative average
     was = model.training
+    device = module_device(model)
     model.train()
     try:
         for x in batches:
-            model(x)
+            model(x.to(device, non_blocking=True))
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom
@@ -414,14 +418,18 @@ class OneShotScore:
 
 class OneShotScorer:
     """Scores genomes with weights inherited from ``supernet``: extract, re-estimate BatchNorm
-    on ``calib_images`` fixed seeded training images, val mAP (``val_subset`` images or all)."""
+    on ``calib_images`` fixed seeded training images, val mAP (``val_subset`` images or all).
+
+    Everything runs on the supernet's device: the scorer takes it from the supernet it is given
+    (there is no device argument), so a sub-network and its calibration or val images cannot
+    sit on two devices."""
 
     def __init__(self, supernet: Supernet, data: str | Path | DataConfig, img: int,
                  calib_images: int = 64, val_subset: int | None = None, seed: int = 0,
-                 batch: int = 16, splits=None, device: str | torch.device = "cpu"):
+                 batch: int = 16, splits=None):
         data_cfg = data if isinstance(data, DataConfig) else load_data_config(data)
         train_split, val_split = splits or (scan_split(data_cfg, "train"), scan_split(data_cfg, "val"))
-        self.supernet, self.img, self.device = supernet, img, torch.device(device)
+        self.supernet, self.img, self.device = supernet, img, module_device(supernet)
         calib = make_loader(train_split, img=img, batch=batch, augment=False, seed=seed,
                             subset=min(calib_images, len(train_split)), shuffle=False)
         self.calib = [images.to(self.device) for images, _t, _m in calib]
@@ -437,6 +445,5 @@ class OneShotScorer:
     def score(self, genome: Genome) -> OneShotScore:
         t0 = time.perf_counter()
         model = self.model(genome)
-        res = evaluate(model, self.val_split, self.img, self.batch, loader=self.val_loader,
-                       gt=self.gt, device=self.device)
+        res = evaluate(model, self.val_split, self.img, self.batch, loader=self.val_loader, gt=self.gt)
         return OneShotScore(res.map50, res.map50_95, time.perf_counter() - t0)

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from nas.build import PARAMETER_ROLES, parameter_roles
 from nas.errors import NasError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -20,18 +21,14 @@ NOMINAL_BATCH = 64  # YOLOv7's nbs: weight decay is scaled by batch / 64
 
 
 def param_groups(model: nn.Module) -> tuple[list, list, list]:
-    """(no-decay others, decayed weights, biases) as YOLOv7 splits them."""
-    other, decay, bias = [], [], []
+    """(no-decay others, decayed weights, biases) as YOLOv7 splits them, each tensor by what it
+    is (:func:`nas.build.parameter_roles`: the owning module's kind), never by its name."""
+    roles = parameter_roles(model)
+    groups: dict[str, list] = {role: [] for role in PARAMETER_ROLES}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.endswith(".bias"):
-            bias.append(p)
-        elif name.endswith(".weight") and p.ndim > 1:
-            decay.append(p)
-        else:  # BatchNorm weights, ImplicitA/M vectors
-            other.append(p)
-    return other, decay, bias
+        if p.requires_grad:
+            groups[roles[name]].append(p)
+    return groups["other"], groups["decay"], groups["bias"]
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, momentum: float,

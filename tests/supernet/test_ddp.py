@@ -51,9 +51,11 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny_data, tmp
         x, y, x0 = a["state_dict"][key], b["state_dict"][key], init[key]
         update = (x - x0).abs().max().item()
         moved += update > 1e-4
-        # float summation order differs (per-process sums, then an all-reduce); a process that
-        # skipped the all-reduce would be off by about half of the update
-        assert (x - y).abs().max().item() <= 0.02 * update + 1e-6, key
+        # float summation order differs (per-process sums, then an all-reduce): a tensor whose
+        # per-piece gradients nearly cancel (weight decay on) barely moves and keeps an absolute
+        # rounding error of ~1e-4 of its scale; a process that skipped the all-reduce would be
+        # off by about half of the update
+        assert (x - y).abs().max().item() <= 0.02 * update + 1e-4 * x0.abs().max().item() + 1e-6, key
     assert moved > len(params) // 2     # training moved the weights: not two untouched inits
 
 

@@ -160,3 +160,37 @@ def test_evaluate_maps_boxes_back_and_matches_pycocotools(tiny_data, tmp_path):
     assert result.map50_95 == pytest.approx(ev.stats[0], abs=1e-3)
     assert result.map50 == pytest.approx(ev.stats[1], abs=1e-3)
     assert ground_truth(split)["images"][0]["height"] == split.shapes[0][0]
+
+
+def _group_names(model):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [{names[id(p)] for p in group} for group in param_groups(model)]
+
+
+def test_param_groups_of_a_preset_and_of_a_supernet_by_what_each_tensor_is():
+    from nas.build import build_model
+    from nas.cfg import parse_cfg
+    from nas.expand import expand
+    from nas.presets import PRESETS
+    from nas.supernet import Supernet
+    from search_spaces import get_space
+
+    preset = build_model(parse_cfg(expand(PRESETS["yolov7-tiny"].replace(nc=3)), source="preset"))
+    other, decay, bias = _group_names(preset)
+    convs = [m for m in preset.modules() if isinstance(m, torch.nn.Conv2d)]
+    bns = [m for m in preset.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # yolov7-tiny: 58 convolutions (55 Conv blocks + 3 detect outputs), 55 BatchNorms, 6 implicits
+    assert (len(convs), len(bns)) == (58, 55)
+    assert (len(other), len(decay), len(bias)) == (55 + 6, 58, 55 + 3)
+
+    net = Supernet(get_space("yolov7-tiny-cpu", nc=3), "silu")
+    other, decay, bias = _group_names(net)      # tensors named "stem/0/conv/weight": no '.' suffix
+    shapes = dict((n, p.shape) for n, p in net.named_parameters())
+    # the oracle: a conv kernel is 4-D (YOLOR implicits are (1, C, 1, 1) and never decay)
+    kernels = {n for n, s in shapes.items() if len(s) == 4 and "implicit" not in n}
+    assert decay == kernels and len(decay) > 100
+    assert bias == {n for n in shapes if n.endswith("/bias")}
+    assert other == set(shapes) - kernels - bias
+    assert {n for n in other if "implicit" in n} and all(len(shapes[n]) == 1 or "implicit" in n for n in other)
+    opt = build_optimizer(net, "adamw", 0.01, 0.937, 5e-4)
+    assert opt.param_groups[1]["weight_decay"] == 5e-4 and len(opt.param_groups[1]["params"]) == len(decay)
