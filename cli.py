@@ -129,33 +129,42 @@ def profile(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML
     _print_profile(source.name, report)
 
 
+def num(value: float) -> str:
+    """A table cell: 3 significant digits (0.0064, 13.9, 422), thousands grouped from 1000."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _millions(value: float) -> str:
+    return f"{num(value / 1e6)}M"
+
+
 def _print_profile(name: str, report: dict) -> None:
     if "layers" in report:
         table = Table("#", "module", "params", "GFLOPs", title=f"{name}: per layer")
         for row in report["layers"]:
-            table.add_row(str(row["index"]), row["module"], f"{row['params']:,}", f"{2 * row['macs'] / 1e9:.3f}")
+            table.add_row(str(row["index"]), row["module"], f"{row['params']:,}", num(2 * row['macs'] / 1e9))
         out.print(table)
     table = Table("metric", "value", title=f"{name} @ {report['img']}px")
     aux = report.get("aux_heads", False)
     form = " (training form, incl. auxiliary heads)" if aux else ""
     table.add_row(f"params{form}", f"{report['params']:,}")
     table.add_row(f"multiply-adds{form}", f"{report['macs']:,}")
-    table.add_row(f"GFLOPs (2 x MACs){form}", f"{report['gflops']:.2f}")
+    table.add_row(f"GFLOPs (2 x MACs){form}", num(report['gflops']))
     if aux:
         table.add_row("params (inference: main branch, no auxiliary heads)", f"{report['params_inference']:,}")
-        table.add_row("GFLOPs (inference: main branch, no auxiliary heads)", f"{report['gflops_inference']:.2f}")
+        table.add_row("GFLOPs (inference: main branch, no auxiliary heads)", num(report['gflops_inference']))
     if "params_deploy" in report:
         table.add_row("params (deploy" + (", fuse() keeps the auxiliary convs" if aux else "") + ")",
                       f"{report['params_deploy']:,}")
         table.add_row("GFLOPs (deploy" + (", inference: no auxiliary heads" if aux else "") + ")",
-                      f"{report['gflops_deploy']:.2f}")
+                      num(report['gflops_deploy']))
         table.add_row("max |fused - original|", f"{report['max_abs_diff']:.2e}")
     if "latency_ms" in report:
         lat = report["latency_ms"]
         table.add_row(f"latency median ({lat['form']}, {lat.get('backend', 'torch')}, {lat['device']}, "
-                      f"batch {lat['batch']}, {lat['threads']} threads)", f"{lat['median']:.2f} ms")
+                      f"batch {lat['batch']}, {lat['threads']} threads)", f"{num(lat['median'])} ms")
         if "p90" in lat:
-            table.add_row(f"latency p90 ({lat['runs']} runs, {lat['warmup']} warm-up)", f"{lat['p90']:.2f} ms")
+            table.add_row(f"latency p90 ({lat['runs']} runs, {lat['warmup']} warm-up)", f"{num(lat['p90'])} ms")
         if "table" in lat:
             table.add_row("latency predicted by table", escape(lat["table"]))
     out.print(table)
@@ -242,9 +251,9 @@ def _print_family(fam) -> None:
     table = Table("phi", "depth", "width", "img", "params", "GFLOPs", "ratio", "ideal", "latency ms",
                   title=f"{fam.name}: {fam.coeffs} (GFLOPs = 2 x multiply-adds; latency: deploy form)")
     for m in fam.members:
-        table.add_row(phi_label(m.phi), f"{m.depth:.3f}", f"{m.width:.3f}", str(m.img), f"{m.params / 1e6:.2f}M",
-                      f"{m.gflops:.2f}", f"{fam.gflops_ratio(m):.3f}", f"{fam.ideal(m):.3f}",
-                      "-" if m.latency_ms is None else f"{m.latency_ms:.2f}")
+        table.add_row(phi_label(m.phi), f"{m.depth:.3f}", f"{m.width:.3f}", str(m.img), _millions(m.params),
+                      num(m.gflops), f"{fam.gflops_ratio(m):.3f}", f"{fam.ideal(m):.3f}",
+                      "-" if m.latency_ms is None else num(m.latency_ms))
     out.print(table)
     for metric, target, found in fam.targets:
         out.print(f"target {target:g} {'GFLOPs' if metric == 'gflops' else 'ms'}: phi={phi_label(found)}")
@@ -303,9 +312,9 @@ def _print_front(summary) -> None:
         for key in (*summary.objectives, *[c for c in ("params", "gflops") if c not in summary.objectives]):
             value = row.get(key, "")
             if key == "params" and isinstance(value, (int, float)):
-                cells.append(f"{value / 1e6:.2f}M")
+                cells.append(_millions(value))
             elif isinstance(value, float):
-                cells.append(f"{value:.4g}")
+                cells.append(num(value))
             else:
                 cells.append(str(value))
         cells.append(str(row.get("genome_hash", "")))
@@ -689,9 +698,9 @@ def _print_finalists(result) -> None:
         for key in (*objectives, *extra):
             value = row.get(key)
             if key == "params" and isinstance(value, (int, float)):
-                cells.append(f"{value / 1e6:.2f}M")
+                cells.append(_millions(value))
             elif isinstance(value, float):
-                cells.append(f"{value:.4g}")
+                cells.append(num(value))
             else:
                 cells.append("" if value is None else str(value))
         if row["fail_reason"]:

@@ -285,6 +285,23 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory failure (host or device)."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def free_device_memory() -> None:
+    """Hand cached CUDA blocks back after a failed model, so the next one starts clean."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def max_abs_difference(reference: nn.Module, other: nn.Module, img: int, seed: int = 0) -> float:
     """Largest absolute difference of the eval-mode (decoded) outputs on one random image."""
     generator = torch.Generator().manual_seed(seed)

@@ -167,3 +167,12 @@ def test_preset_output_to_a_folder_is_one_line_and_leaves_nothing(tmp_path):
     result = run("preset", "yolov7-tiny", "-o", str(tmp_path))
     assert result.exit_code == 1 and "is a folder" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value,text", [(0.0064, "0.0064"), (0.00921, "0.00921"), (0.0213, "0.0213"),
+                                        (0.071, "0.071"), (13.86, "13.9"), (106.47, "106"), (421.93, "422"),
+                                        (1234.0, "1,234"), (0.0, "0")])
+def test_table_numbers_keep_three_significant_digits(value, text):
+    from cli import num
+
+    assert num(value) == text

@@ -34,8 +34,8 @@ class LatencyBackend:
     def versions(self) -> dict[str, str]:
         return {"torch": torch.__version__.split("+")[0]}
 
-    def check_available(self) -> None:
-        """Raise a one-line NasError when the backend cannot run here."""
+    def check_available(self, device: str = "cpu") -> None:
+        """Raise a one-line NasError when the backend cannot run here on ``device``."""
 
     def measure(self, model: nn.Module, img: int, batch: int = 1, runs: int = 50, warmup: int = 10,
                 threads: int | None = None, device: str = "cpu", form: str = "deploy") -> LatencyResult:
@@ -59,8 +59,11 @@ class OnnxRuntimeBackend(LatencyBackend):
 
         return onnx_versions()
 
-    def check_available(self) -> None:
+    def check_available(self, device: str = "cpu") -> None:
+        from nas.latency._onnx import require_provider
+
         self.versions()
+        require_provider(device)
 
     def measure(self, model, img, batch=1, runs=50, warmup=10, threads=None, device="cpu", form="deploy"):
         from nas.latency._onnx import export_onnx, onnx_session

@@ -115,6 +115,17 @@ def export_onnx(model: nn.Module, img: int, batch: int = 1, path: str | Path | N
     return data
 
 
+def require_provider(device: str) -> None:
+    """One-line NasError when this ONNX Runtime cannot run on ``device`` (a ``cuda`` device needs
+    the CUDA execution provider of the onnxruntime-gpu build)."""
+    _require_onnx()
+    import onnxruntime as ort
+
+    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise NasError(f"device {device} asked for ONNX Runtime, but this onnxruntime has no CUDA provider "
+                       f"(it has {', '.join(ort.get_available_providers())}; install onnxruntime-gpu)")
+
+
 def onnx_session(data: bytes, threads: int | None = 1, device: str = "cpu"):
     """An ONNX Runtime session of serialized ``data``: the CPU provider with ``threads`` intra-op
     threads (None: ONNX Runtime's default), or the CUDA provider on a ``cuda`` device."""
@@ -130,9 +141,7 @@ def onnx_session(data: bytes, threads: int | None = 1, device: str = "cpu"):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CPUExecutionProvider"]
     if torch.device(device).type == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise NasError("device cuda asked for ONNX Runtime, but this onnxruntime has no CUDA "
-                           "provider (install onnxruntime-gpu)")
+        require_provider(device)
         index = torch.device(device).index or 0
         providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ort.InferenceSession(data, options, providers=providers)

@@ -517,8 +517,8 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
 
     _check_build_options(img, threads, samples, calibration_models, holdout, runs, warmup)
     timer_backend = get_backend(backend)
-    timer_backend.check_available()
     dev = str(resolve_device(device))
+    timer_backend.check_available(dev)
     output = Path(output)
     progress = progress or (lambda *a: None)
     here = machine_fingerprint(dev, backend, threads)

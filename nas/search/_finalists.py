@@ -103,8 +103,9 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     default to the study's. The recipe is the proxy's, except that each finalist is validated
     once, after its last epoch: only the final mAP is used, and validating every epoch adds about
     a third to the time of a small model. ``progress(line)`` receives one line when each
-    finalist starts and one when it ends. A :class:`NasError` while training one finalist is
-    recorded as its ``fail_reason`` and the others go on.
+    finalist starts and one when it ends. A :class:`NasError` while training one finalist (or
+    running out of host or device memory) is recorded as its ``fail_reason``, the device's cached
+    memory is released, and the others go on.
 
     With ``supernet`` (a one-shot study's default: its own supernet file) each finalist starts
     from the weights it inherits instead of a random initialisation (fine-tuning; ``space`` is
@@ -114,6 +115,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         SearchError: bad settings, an unknown study, or a study without a COMPLETE feasible
             trial (nothing to train).
     """
+    from nas.profile import free_device_memory, is_out_of_memory
     from nas.search._runner import open_results_study
     from nas.train import proxy_train
 
@@ -161,8 +163,13 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
             result = proxy_train(model, settings["data"], epochs=epochs, img=settings["img"],
                                  subset=subset, seed=settings["seed"], threads=threads, device=device,
                                  val_interval=epochs, **extra)  # only the final mAP is used: validate once
-        except NasError as exc:
-            row["fail_reason"] = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - a NasError or running out of memory fails one finalist
+            if not (isinstance(exc, NasError) or is_out_of_memory(exc)):
+                raise
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            row["fail_reason"] = text if isinstance(exc, NasError) else f"out of memory: {text}"
+            model = result = None
+            free_device_memory()
             say(f"{head} failed: {row['fail_reason']}")
         else:
             row.update(map50=float(result.map50), map50_95=float(result.map50_95),

@@ -168,7 +168,9 @@ def _fail_reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, NasError):
         return text or type(exc).__name__
-    if "out of memory" in text.lower():
+    from nas.profile import is_out_of_memory
+
+    if is_out_of_memory(exc):
         return f"out of memory: {text}"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -422,6 +424,10 @@ class _Worker:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is recorded and the search goes on
                 reason = _fail_reason(exc)
+                if reason.startswith("out of memory"):
+                    from nas.profile import free_device_memory
+
+                    free_device_memory()
                 if os.environ.get("Y7NAS_DEBUG"):
                     traceback.print_exc()
                 self._fail(trial, reason, retry=False)
@@ -671,16 +677,28 @@ def finish(cfg: SearchConfig, study: Any, stored: Mapping[str, Any], *, write: b
                          cfg.study_dir if write else None, objectives, states["PRUNED"], pruning)
 
 
-def reference_points(cfg: SearchConfig, study: Any) -> dict[str, dict[str, float]]:
+def reference_points(cfg: SearchConfig, study: Any, *,
+                     note: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
     """Metrics of the presets (same nc, image size and fidelity), cached on the study.
+
+    One-shot: the supernet scores a preset that belongs to its space (the space as the search
+    fixed it: the supernet's activation; a preset with another of the space's activations is
+    placed with the supernet's, as its weights hold no other). Its entry, which the charts use
+    as the label, says so: ``yolov7-tiny (one-shot score)``, ``yolov7-tiny (relu, one-shot
+    score)``; the score is the supernet's inherited-weights mAP, as every trial's, not the
+    preset's own trained mAP.
 
     Presets that cannot fall inside the plot's axes are skipped without being scored or timed:
     those with a third of the smallest or three times the largest parameter count of the trials,
     and those whose params/GFLOPs put them outside (see :func:`_off_axes`). Skips are not cached,
-    so a later ``y7nas pareto`` over a wider range reconsiders them.
+    so a later ``y7nas pareto`` over a wider range reconsiders them. Every preset not placed gets
+    one line through ``note`` (default: stderr): ``note: preset P not on the chart: ...`` for a
+    skip, ``warning: preset P not placed: <reason>`` when it could not be scored (outside the
+    one-shot space, a failed build, a missing supernet file...).
     """
     from nas.presets import PRESETS
 
+    note = note or _stderr_line
     objectives = list(cfg.objectives[:2])
     if len(objectives) < 2 or not cfg.reference_presets:
         return {}
@@ -695,27 +713,86 @@ def reference_points(cfg: SearchConfig, study: Any) -> dict[str, dict[str, float
         lo, hi = min(values), max(values)
         pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
         ranges[o] = (lo - pad, hi + pad)
+    oneshot = cfg.fidelity == "oneshot"
     changed = False
     evaluator = None
+    space: Any = None
     for name in cfg.reference_presets:
-        if name in cached or name not in PRESETS:
+        if name not in PRESETS or _cached_label(cached, name, oneshot) is not None:
             continue
         genome = PRESETS[name].replace(nc=cfg.nc)
+        label = name
         try:
             params = [t.user_attrs["metrics"]["params"] for t in rows if "params" in t.user_attrs["metrics"]]
             size = _train_params(genome)
             if params and not min(params) / 3 <= size <= max(params) * 3:
-                continue  # an order of magnitude off the trials: not on these axes
-            if _off_axes(dict(_cheap_metrics(genome, cfg.img)), ranges, rows, objectives):
+                # an order of magnitude off the trials: not on these axes
+                note(f"note: preset {name} not on the chart: {size / 1e6:.3g}M params, the trials "
+                     f"{min(params) / 1e6:.3g}-{max(params) / 1e6:.3g}M")
                 continue
-            evaluator = evaluator or Evaluator(cfg, _threads_per_worker(cfg.replace(workers=1)))
-            cached[name] = evaluator.measure(genome)
-        except NasError:
+            if _off_axes(dict(_cheap_metrics(genome, cfg.img)), ranges, rows, objectives):
+                note(f"note: preset {name} not on the chart: outside its axes "
+                     f"({' and '.join(objectives)} of the trials)")
+                continue
+            if oneshot:
+                space = space or _oneshot_space(cfg)
+                genome, label = _oneshot_preset(name, genome, space)
+            evaluator = evaluator or Evaluator(cfg, _threads_per_worker(cfg.replace(workers=1)), space)
+            cached[label] = evaluator.measure(genome)
+        except Exception as exc:  # noqa: BLE001 - a preset that cannot be scored is one line, not a failed search
+            note(f"warning: preset {name} not placed: {_fail_reason(exc)}")
             continue
         changed = True
     if changed:
         study.set_user_attr(REFERENCES_ATTR, cached)
     return cached
+
+
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _cached_label(cached: Mapping[str, Any], name: str, oneshot: bool) -> str | None:
+    """The key under which preset ``name`` is cached (one-shot: ``name (...one-shot score)``)."""
+    if not oneshot:
+        return name if name in cached else None
+    return next((key for key in cached if key.startswith(f"{name} (") and key.endswith("one-shot score)")),
+                None)
+
+
+def _oneshot_space(cfg: SearchConfig) -> Any:
+    """The space of a one-shot study as its search used it: ``cfg.nc`` classes, the activation
+    fixed to its supernet's (the supernet rebuilds over it)."""
+    from nas.supernet import read_checkpoint
+    from search_spaces import get_space
+
+    if not cfg.supernet:
+        raise SearchError("the study names no supernet file")
+    activation = read_checkpoint(cfg.supernet)["meta"]["activation"]
+    return get_space(cfg.space, nc=cfg.nc).fixed(activation=activation)
+
+
+def _oneshot_preset(name: str, genome: Any, space: Any) -> tuple[Any, str]:
+    """(genome the supernet scores, its label) of preset ``name`` in a one-shot ``space``.
+
+    A supernet holds weights for one activation: a preset with another activation of the space
+    is placed with the supernet's (and the label names it). Whether the rest of the preset
+    belongs to the space, the supernet decides when it extracts it (one line when it does not).
+    """
+    choices = next((tuple(d.choices) for d in space.dimensions() if d.name == "activation"), None)
+    label = f"{name} (one-shot score)"
+    if choices is not None and genome.activation not in choices:
+        own = next((tuple(d.choices) for d in space.unfixed.dimensions() if d.name == "activation"), ())
+        if len(choices) != 1 or genome.activation not in own:
+            raise SearchError(f"its activation {genome.activation!r} is not one of space {space.name!r}'s "
+                              f"({', '.join(map(str, own or choices))})")
+        try:
+            genome = genome.replace(activation=choices[0])
+        except NasError as exc:
+            raise SearchError(f"the supernet scores activation {choices[0]!r} only, and the preset with it "
+                              f"is not a valid architecture ({_fail_reason(exc)})") from None
+        label = f"{name} ({choices[0]}, one-shot score)"
+    return genome, label
 
 
 def _off_axes(metrics: Mapping[str, float], ranges: Mapping[str, tuple[float, float]], rows: Sequence[Any],

@@ -88,6 +88,20 @@ def test_check_refuses_in_one_line(meter, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA may have the provider")
+def test_onnxruntime_without_its_cuda_provider_is_refused_before_any_model():
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    backend = get_backend("onnxruntime")
+    backend.check_available("cpu")
+    with pytest.raises(NasError) as info:
+        backend.check_available("cuda:1")
+    assert "device cuda:1 asked for ONNX Runtime, but this onnxruntime has no CUDA provider" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_profile_times_with_onnxruntime(small_file):
     result = run("profile", small_file, "--img", IMG, "--deploy", "--latency", "--runs", 3, "--warmup", 1,
                  "--threads", 1, "--latency-backend", "onnxruntime", "--json")

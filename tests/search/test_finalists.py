@@ -121,6 +121,41 @@ def test_failed_finalist_is_recorded_and_others_go_on(study, monkeypatch):
     assert row["map50"] == "" and row["on_map_front"] == "False"
 
 
+@pytest.mark.parametrize("error", [
+    __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    MemoryError(),
+])
+def test_a_finalist_out_of_memory_fails_alone(study, monkeypatch, error):
+    import nas.train
+    from nas.train import ProxyResult
+
+    calls = []
+
+    def fake(genome, data, **kw):
+        calls.append(kw)
+        if len(calls) == 1:
+            raise error
+        return ProxyResult(map50=0.5, map50_95=0.25, epoch_maps=(0.25,), seconds=1.5, pruned=False)
+
+    monkeypatch.setattr(nas.train, "proxy_train", fake)
+    result = train_finalists("t", study.results_dir, top=3)
+    first, *rest = result.rows
+    assert first["fail_reason"].startswith("out of memory") and first["map50_95"] is None
+    assert len(calls) == len(result.rows) and all(r["map50_95"] == 0.25 for r in rest)
+
+
+def test_a_finalist_bug_is_not_swallowed(study, monkeypatch):
+    import nas.train
+
+    def fake(genome, data, **kw):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(nas.train, "proxy_train", fake)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        train_finalists("t", study.results_dir, top=1)
+
+
 # ------------------------------------------------------------------------------ CLI
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
