@@ -12,10 +12,13 @@ Typical use::
     cfg = SearchConfig(study="s1", space="yolov7-tiny", trials=30, img=160)
     summary = run_search(cfg, get_space("yolov7-tiny", nc=5))
 """
+from nas.search._band import deploy_costs, draw_in_band, fill_band
+from nas.search._choice import (DEFAULT_BAND, DEFAULT_ESTIMATOR, ESTIMATORS, Budget, band_rows, budget_of,
+                                choose_in_band, get_estimator, parse_band, rank_rows)
 from nas.search._config import SAMPLERS, SearchConfig, constraint_values, make_sampler, population_size
 from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
                                   ZeroCostFidelity, get_fidelity, register_fidelity)
-from nas.search._finalists import FinalistsResult, spread_indices, train_finalists
+from nas.search._finalists import FinalistsResult, hand_design_verdict, spread_indices, train_finalists
 from nas.search._objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
 from nas.search._pareto import dominates, hypervolume_2d, pareto_front, pareto_rows
 from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
@@ -26,6 +29,8 @@ from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSumma
 from nas.search._storage import StudyStorage, open_storage
 
 __all__ = [
+    "Budget", "DEFAULT_BAND", "DEFAULT_ESTIMATOR", "ESTIMATORS", "band_rows", "budget_of", "choose_in_band",
+    "deploy_costs", "draw_in_band", "fill_band", "get_estimator", "hand_design_verdict", "parse_band", "rank_rows",
     "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FinalistsResult", "FlopsFidelity",
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
     "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",

@@ -1,12 +1,20 @@
-"""Finalists: proxy-train a few architectures of a finished search's Pareto front.
+"""Finalists: train a few architectures of a finished search, and the hand design beside them.
 
-A zero-cost search screens hundreds of architectures cheaply, but its score (NASWOT) only
-correlates loosely with what a detector learns. This stage confirms the screen: it takes the
-study's Pareto front exactly as ``pareto.csv`` lists it, picks up to ``top`` finalists spread
-evenly along the front's first objective (both ends always included), trains each briefly with
-:func:`nas.train.proxy_train` and reports its validation mAP. Finally it marks the finalists
-that stay non-dominated when the search score is replaced by mAP@0.5:0.95 (same cost
-objectives).
+A search score (NASWOT, one-shot mAP) only correlates loosely with what a detector learns. This
+stage confirms the screen by training. Which architectures:
+
+* with a budget (the study's ``--max-latency``, ``--max-gflops`` or ``--max-params``): the best
+  ``top`` of the *band* just below it by an estimator (:mod:`nas.search._choice`), so the pick
+  fills the budget instead of landing wherever the front's flat top puts it;
+* without one: up to ``top`` members of the study's Pareto front (as ``pareto.csv`` lists it),
+  spread evenly along its first objective (both ends always included).
+
+With ``baseline`` (``y7nas run`` and ``y7nas finalists`` pass the space's preset, shrunk to the
+budget) the hand design is trained with the same recipe and listed beside them (``role``
+``baseline``), never chosen. Each is trained briefly with :func:`nas.train.proxy_train` (one-shot
+studies: fine-tuned from inherited weights) and its validation mAP reported. Finally the stage
+marks the rows that stay non-dominated when the search score is replaced by mAP@0.5:0.95 (same
+cost objectives).
 
 Written to ``<results_dir>/<study>/``: ``finalists.csv`` (one row per finalist) and
 ``finalists.json`` (the settings used plus the same rows).
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import NasError, SearchError
+from nas.search._choice import DEFAULT_BAND, DEFAULT_ESTIMATOR, band_rows, budget_of, choose_in_band, get_estimator
 from nas.search._files import csv_text, is_number, write_atomically
 from nas.search._objectives import OBJECTIVES
 from nas.search._pareto import pareto_front, pareto_rows
@@ -32,11 +41,13 @@ MAP_OBJECTIVE = "map50_95"
 class FinalistsResult:
     """Outcome of :func:`train_finalists`.
 
-    ``rows`` are in front order (best first objective first); each has ``number``,
-    ``genome_hash``, the study's objectives, ``params``, ``gflops``, ``map50``, ``map50_95``,
-    ``train_s`` (None for a finalist whose training failed), ``on_map_front`` and
-    ``fail_reason`` ('' when it trained). ``map_objectives`` are the objectives of that front:
-    ``map50_95`` followed by the study's cost objectives.
+    ``rows`` are in the order chosen (band: best estimate first; front: best first objective
+    first), the baseline last; each has ``role`` (``searched`` or ``baseline``), ``name``,
+    ``number`` (None for the baseline), ``genome_hash``, the study's objectives, ``params``,
+    ``gflops``, ``init`` (``inherited`` / ``scratch``), ``map50``, ``map50_95``, ``train_s``
+    (None for a finalist whose training failed), ``on_map_front`` and ``fail_reason`` ('' when
+    it trained). ``map_objectives`` are the objectives of that front: ``map50_95`` followed by
+    the study's cost objectives.
     """
 
     study: str
@@ -48,6 +59,14 @@ class FinalistsResult:
     rows: tuple[Mapping[str, Any], ...]
     csv_path: Path
     json_path: Path
+
+    @property
+    def searched(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(r for r in self.rows if r.get("role", "searched") == "searched")
+
+    @property
+    def baseline(self) -> Mapping[str, Any] | None:
+        return next((r for r in self.rows if r.get("role") == "baseline"), None)
 
 
 def spread_indices(values: Sequence[float], top: int) -> list[int]:
@@ -95,9 +114,16 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                     epochs: int = 5, img: int | None = None, subset: int | None = 256,
                     data: str | None = None, threads: int | None = 1, seed: int | None = None,
                     device: str = "cpu", progress: Callable[[str], None] | None = None,
-                    supernet: str | None = None, space: Any = None, lr: float | None = None
-                    ) -> FinalistsResult:
-    """Proxy-train up to ``top`` finalists of ``study``'s Pareto front; write finalists.csv/.json.
+                    supernet: str | None = None, space: Any = None, lr: float | None = None,
+                    band: tuple[float, float] | None = DEFAULT_BAND, estimator: str = DEFAULT_ESTIMATOR,
+                    baseline: Any = None, baseline_name: str = "baseline") -> FinalistsResult:
+    """Train up to ``top`` finalists of ``study`` (and ``baseline``); write finalists.csv/.json.
+
+    A study with a budget takes them from the band (``band`` = (lo, hi) fractions of the budget,
+    ranked by ``estimator``); ``band=None`` or a study without a budget takes them spread over
+    its Pareto front. ``baseline`` (a Genome, named ``baseline_name``) is trained the same way
+    and listed last: when it cannot inherit weights from the supernet (not in the space) it is
+    trained from scratch at the proxy recipe's rate, and its row says ``init`` = ``scratch``.
 
     ``img`` (default: the study's training size, ``proxy_img`` or ``img``), ``data`` and ``seed``
     default to the study's. The recipe is the proxy's, except that each finalist is validated
@@ -120,14 +146,23 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     from nas.train import proxy_train
 
     _check(top, epochs, img, subset, threads)
+    get_estimator(estimator)
     cfg, s, stored = open_results_study(study, Path(results_dir), storage)
     objectives = tuple(stored.get("objectives", cfg.objectives))
     trials = s.get_trials(deepcopy=False)
-    front = pareto_rows(records(trials), objectives)
+    rows_all = records(trials)
+    front = pareto_rows(rows_all, objectives)
     if not front:
         raise SearchError(f"study {study!r} has no COMPLETE feasible trial yet: nothing to train "
                           f"(run or finish the search first)")
-    picks = [front[i] for i in spread_indices([r[objectives[0]] for r in front], top)]
+    budget = budget_of(cfg.constraints) if band is not None else None
+    if budget is not None:
+        picks = choose_in_band(rows_all, budget, top, band, estimator)
+        choice = {"by": "band", "budget": {"metric": budget.metric, "limit": budget.limit}, "band": list(band),
+                  "estimator": estimator, "in_band": len(band_rows(rows_all, budget, band, get_estimator(estimator).needs))}
+    else:
+        picks = [front[i] for i in spread_indices([r[objectives[0]] for r in front], top)]
+        choice = {"by": "front"}
     train_img = img or stored.get("proxy_img") or cfg.img  # a proxy study's own training size
     supernet = supernet or (cfg.supernet if cfg.fidelity == "oneshot" else None)
     if supernet and space is None:
@@ -135,31 +170,44 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     settings = {"top": top, "epochs": epochs, "img": train_img, "subset": subset,
                 "data": data or cfg.data, "seed": cfg.seed if seed is None else seed,
                 "threads": threads, "device": device, "init_from": supernet,
-                "lr": (lr or 0.001) if supernet else lr}
-    start = "fine-tuning from inherited weights" if supernet else "proxy training"
-    shared = None              # the supernet, loaded at the first finalist and kept for the others
+                "lr": (lr or 0.001) if supernet else lr, "choice": choice,
+                "baseline": baseline_name if baseline is not None else None}
     by_number = {t.number: t for t in trials}
+    entries = [("searched", f"trial {p['number']}", p, genome_of(by_number[p["number"]])) for p in picks]
+    if baseline is not None:
+        from nas.search._band import deploy_costs
+
+        meter = cfg.latency_meter() if cfg.needs_latency else None
+        costs = deploy_costs(baseline, cfg.img, meter)
+        entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(), **costs},
+                        baseline))
+    shared = None              # the supernet, loaded at the first finalist and kept for the others
     say = progress or (lambda line: None)
     rows: list[dict[str, Any]] = []
-    for k, pick in enumerate(picks, 1):
-        head = f"finalist {k}/{len(picks)}: trial {pick['number']}"
-        shown = ", ".join(f"{o} {_fmt(pick[o])}" for o in objectives)
-        say(f"{head} ({shown}): {start} {epochs} epoch(s) at {settings['img']} px on "
-            f"{subset or 'all'} images")
-        row: dict[str, Any] = {"number": pick["number"], "genome_hash": pick.get("genome_hash", "")}
+    for k, (role, name, pick, genome) in enumerate(entries, 1):
+        head = f"finalist {k}/{len(entries)}: {name}" + (" (hand design)" if role == "baseline" else "")
+        shown = ", ".join(f"{o} {_fmt(pick[o])}" for o in objectives if pick.get(o) is not None)
+        row: dict[str, Any] = {"role": role, "name": name, "number": pick["number"],
+                               "genome_hash": pick.get("genome_hash", "")}
         for key in (*objectives, "params", "gflops"):
             row[key] = pick.get(key)
-        row.update(map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="")
+        row.update(init="scratch", map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="")
         try:
-            genome = genome_of(by_number[pick["number"]])
-            model = genome
+            model, lr_used = genome, lr
             if supernet:
-                from nas.supernet import extract, load_supernet
+                from nas.supernet import SupernetError, extract, load_supernet
 
                 if shared is None:
                     shared = load_supernet(supernet, space, device=device)
-                model = extract(shared, genome)
-            extra = {"lr": settings["lr"]} if settings["lr"] else {}
+                try:
+                    model, lr_used, row["init"] = extract(shared, genome), settings["lr"], "inherited"
+                except SupernetError:
+                    if role != "baseline":
+                        raise
+            how = "fine-tuning from inherited weights" if row["init"] == "inherited" else "proxy training"
+            say(f"{head} ({shown}): {how} {epochs} epoch(s) at {settings['img']} px on "
+                f"{subset or 'all'} images")
+            extra = {"lr": lr_used} if lr_used else {}
             result = proxy_train(model, settings["data"], epochs=epochs, img=settings["img"],
                                  subset=subset, seed=settings["seed"], threads=threads, device=device,
                                  val_interval=epochs, **extra)  # only the final mAP is used: validate once
@@ -200,8 +248,25 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
 
 def finalists_columns(objectives: Sequence[str]) -> list[str]:
     """The columns of finalists.csv for a study with ``objectives``."""
-    return ["number", "genome_hash", *objectives, *[c for c in ("params", "gflops") if c not in objectives],
-            "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+    return ["role", "name", "number", "genome_hash", *objectives,
+            *[c for c in ("params", "gflops") if c not in objectives],
+            "init", "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
 
 
-__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "finalists_columns", "spread_indices", "train_finalists"]
+def hand_design_verdict(result: FinalistsResult) -> str | None:
+    """One plain sentence comparing the best searched finalist with the hand design (None
+    without a trained baseline or a trained searched finalist)."""
+    base = result.baseline
+    searched = [r for r in result.searched if r.get("map50_95") is not None]
+    if base is None or base.get("map50_95") is None or not searched:
+        return None
+    best = max(searched, key=lambda r: r["map50_95"])
+    diff = best["map50_95"] - base["map50_95"]
+    verb = "beats" if diff > 0 else "ties with" if diff == 0 else "loses to"
+    text = (f"the best searched finalist ({best['name']}, mAP@0.5:0.95 {best['map50_95']:.4f}) {verb} the hand "
+            f"design ({base['name']}, {base['map50_95']:.4f}) by {diff:+.4f}")
+    return text + ("" if diff >= 0 else "; the hand design won this comparison")
+
+
+__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "finalists_columns", "hand_design_verdict", "spread_indices",
+           "train_finalists"]

@@ -67,7 +67,8 @@ def test_finalists_are_front_members_trained_deterministically(study, tiny_data)
     assert len(chosen) == min(2, len(front)) and chosen[0] == numbers[0] and chosen[-1] == numbers[-1]
     assert result.front_size == len(front) and result.map_objectives == ("map50_95", "gflops")
     assert result.settings == {"top": 2, "epochs": 1, "img": 64, "subset": 8, "data": tiny_data, "seed": 0,
-                               "threads": 1, "device": "cpu", "init_from": None, "lr": None}
+                               "threads": 1, "device": "cpu", "init_from": None, "lr": None,
+                               "choice": {"by": "front"}, "baseline": None}
     by_number = {r["number"]: r for r in front}
     for row in result.rows:
         assert row["fail_reason"] == "" and row["train_s"] > 0
@@ -85,7 +86,8 @@ def test_finalists_are_front_members_trained_deterministically(study, tiny_data)
         table = list(csv.DictReader(f))
     assert result.csv_path == study.study_dir / "finalists.csv"
     assert [int(r["number"]) for r in table] == chosen
-    assert list(table[0])[:4] == ["number", "genome_hash", "score", "gflops"]
+    assert list(table[0])[:6] == ["role", "name", "number", "genome_hash", "score", "gflops"]
+    assert {r["role"] for r in table} == {"searched"} and all(r["init"] == "scratch" for r in table)
     saved = json.loads(result.json_path.read_text())
     assert saved["settings"] == result.settings and [r["number"] for r in saved["rows"]] == chosen
 
