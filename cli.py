@@ -682,19 +682,30 @@ def data_synth_cmd(output: Path = typer.Option(..., "-o", "--output", help="Fold
 
 # ----------------------------------------------------------------------------- finalists
 def _print_finalists(result) -> None:
+    from nas.search import hand_design_verdict
+
     score_label = f"{result.fidelity}\nscore" if result.fidelity != "flops" else "score"
     objectives = list(result.objectives)
     extra = [c for c in ("params",) if c not in objectives]
     labels = {"score": score_label, "latency_ms": "latency\nms", "gflops": "GFLOPs", "params": "params"}
     settings = result.settings
     how = "fine-tuned from inherited weights" if settings.get("init_from") else "proxy-trained"
-    table = Table("trial", *[labels.get(o, o) for o in objectives], *extra, "mAP\n@0.5", "mAP\n@0.5:0.95",
-                  "train\ns", "on mAP\nfront",
-                  title=f"study {result.study}: {len(result.rows)} finalist(s) of a {result.front_size}-trial "
-                        f"front, {how} {settings['epochs']} epoch(s) at {settings['img']} px on "
-                        f"{settings['subset'] or 'all'} images")
+    choice = settings.get("choice") or {"by": "front"}
+    if choice["by"] == "band":
+        lo, hi = choice["band"]
+        where = (f"the {choice['budget']['metric']} band {lo:g}-{hi:g} x {num(choice['budget']['limit'])} "
+                 f"({choice['in_band']} in it), best by {choice['estimator']}")
+    else:
+        where = f"a {result.front_size}-trial front"
+    table = Table("finalist", *[labels.get(o, o) for o in objectives], *extra, "init", "mAP\n@0.5",
+                  "mAP\n@0.5:0.95", "train\ns", "on mAP\nfront",
+                  title=f"study {result.study}: {len(result.searched)} finalist(s) from {where}"
+                        f"{' and the hand design' if result.baseline else ''}; {how} {settings['epochs']} "
+                        f"epoch(s) at {settings['img']} px on {settings['subset'] or 'all'} images")
     for row in result.rows:
-        cells = [str(row["number"])]
+        cells = [row.get("name") or f"trial {row['number']}"]
+        if row.get("role") == "baseline":
+            cells[0] += " (hand design)"
         for key in (*objectives, *extra):
             value = row.get(key)
             if key == "params" and isinstance(value, (int, float)):
@@ -703,6 +714,7 @@ def _print_finalists(result) -> None:
                 cells.append(num(value))
             else:
                 cells.append("" if value is None else str(value))
+        cells.append(row.get("init", ""))
         if row["fail_reason"]:
             cells += ["failed", "failed", "-", "-"]
         else:
@@ -712,22 +724,42 @@ def _print_finalists(result) -> None:
     out.print(table)
     for row in result.rows:
         if row["fail_reason"]:
-            out.print(f"trial {row['number']} failed: {row['fail_reason']}", markup=False, soft_wrap=True)
+            out.print(f"{row.get('name') or 'trial ' + str(row['number'])} failed: {row['fail_reason']}",
+                      markup=False, soft_wrap=True)
+    verdict = hand_design_verdict(result)
+    if verdict:
+        out.print(verdict, markup=False, soft_wrap=True)
     out.print(f"on mAP front: non-dominated on ({', '.join(result.map_objectives)}) among the finalists",
               soft_wrap=True)
     out.print(f"wrote {result.csv_path} (and {result.json_path.name})", soft_wrap=True)
 
 
-def _run_finalists_cli(study: str, results_dir: Path, **options) -> None:
-    from nas.pipeline import search_space
-    from nas.search import open_results_study, train_finalists
+def _run_finalists_cli(study: str, results_dir: Path, baseline: str = "preset", band: str = "0.85,1.0",
+                       **options) -> None:
+    from nas.pipeline import search_space, study_baseline
+    from nas.search import check_finalist_options, get_estimator, open_results_study, parse_band, train_finalists
 
+    say = lambda line: err.print(line, markup=False, soft_wrap=True)     # noqa: E731
+    check_finalist_options(**{k: options.get(k) for k in ("top", "epochs", "img", "subset", "threads")})
+    band_fractions = parse_band(band)
+    get_estimator(options.get("estimator", "score"))
     cfg, _s, _stored = open_results_study(study, Path(results_dir), options.get("storage"))
     supernet = options.get("supernet") or (cfg.supernet if cfg.fidelity == "oneshot" else None)
-    space = search_space(cfg.replace(supernet=supernet)) if supernet else None
-    result = train_finalists(study, results_dir, progress=lambda line: err.print(line, markup=False,
-                                                                                 soft_wrap=True),
-                             space=space, **options)
+    cfg = cfg.replace(supernet=supernet)
+    space = search_space(cfg) if supernet else None
+    hand = None
+    if baseline != "none":
+        try:
+            space = space or search_space(cfg)
+        except NasError as exc:
+            if baseline != "preset":
+                raise
+            say(f"warning: no hand design beside the finalists: {exc}")
+        else:
+            hand = study_baseline(baseline, cfg, space, say)
+    result = train_finalists(study, results_dir, progress=say, space=space, band=band_fractions,
+                             baseline=hand[1] if hand else None, baseline_name=hand[0] if hand else "baseline",
+                             **options)
     _print_finalists(result)
     _write_report_quietly(study, Path(results_dir), options.get("storage"))
 
@@ -752,13 +784,21 @@ def finalists(study: str = typer.Option(..., "--study", help="Study name."),
                                                      "its supernet)."),
               lr: Optional[float] = typer.Option(None, "--lr", help="Training rate (default: the proxy's "
                                                  "0.01; 0.001 when fine-tuning)."),
+              band: str = typer.Option("0.85,1.0", "--band", help="With a budget: finalists from the "
+                                       "candidates whose cost is LO,HI x the budget (then just below it)."),
+              estimator: str = typer.Option("score", "--estimator", help="How the band's candidates are "
+                                            "ranked: score, params or score+params (mean rank)."),
+              baseline: str = typer.Option("preset", "--baseline", help="Hand design trained beside them: "
+                                           "'preset' (the space's, scaled down to the budget), a preset "
+                                           "name, a YAML file, or 'none'."),
               ) -> None:
-    """Train the finalists of a search's Pareto front (from scratch, or fine-tuned from a
-    supernet's inherited weights): mAP next to the search score."""
+    """Train the finalists of a search (with a budget: the best of the band just below it; else
+    spread over the Pareto front) and the hand design beside them, from scratch or fine-tuned from
+    a supernet's inherited weights: mAP next to the search score."""
     with user_errors():
         _run_finalists_cli(study, results_dir, storage=storage, top=top, epochs=epochs, img=img,
                            subset=subset, data=data, seed=seed, threads=threads, device=device,
-                           supernet=supernet, lr=lr)
+                           supernet=supernet, lr=lr, band=band, estimator=estimator, baseline=baseline)
 
 
 # ----------------------------------------------------------------------------- run

@@ -18,7 +18,7 @@ from nas.search._choice import (DEFAULT_BAND, DEFAULT_ESTIMATOR, ESTIMATORS, Bud
 from nas.search._config import SAMPLERS, SearchConfig, constraint_values, make_sampler, population_size
 from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
                                   ZeroCostFidelity, get_fidelity, register_fidelity)
-from nas.search._finalists import FinalistsResult, hand_design_verdict, spread_indices, train_finalists
+from nas.search._finalists import FinalistsResult, check_finalist_options, hand_design_verdict, spread_indices, train_finalists
 from nas.search._objectives import DEFAULT_OBJECTIVES, OBJECTIVES, Objective, parse_objectives
 from nas.search._pareto import dominates, hypervolume_2d, pareto_front, pareto_rows
 from nas.search._plot import ParetoPlotData, PlotPoint, ReferencePoint, draw_pareto, pareto_plot_data
@@ -29,7 +29,7 @@ from nas.search._runner import (Evaluator, Progress, ProgressUpdate, SearchSumma
 from nas.search._storage import StudyStorage, open_storage
 
 __all__ = [
-    "Budget", "DEFAULT_BAND", "DEFAULT_ESTIMATOR", "ESTIMATORS", "band_rows", "budget_of", "choose_in_band",
+    "Budget", "check_finalist_options", "DEFAULT_BAND", "DEFAULT_ESTIMATOR", "ESTIMATORS", "band_rows", "budget_of", "choose_in_band",
     "deploy_costs", "draw_in_band", "fill_band", "get_estimator", "hand_design_verdict", "parse_band", "rank_rows",
     "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FinalistsResult", "FlopsFidelity",
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",

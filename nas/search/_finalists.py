@@ -93,7 +93,8 @@ def spread_indices(values: Sequence[float], top: int) -> list[int]:
     return sorted(chosen)
 
 
-def _check(top: int, epochs: int, img: int | None, subset: int | None, threads: int | None) -> None:
+def check_finalist_options(top: int, epochs: int, img: int | None, subset: int | None, threads: int | None) -> None:
+    """One line for the first bad option of :func:`train_finalists`."""
     if top < 1:
         raise SearchError(f"--top must be >= 1, got {top}")
     if epochs < 1:
@@ -145,7 +146,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     from nas.search._runner import open_results_study
     from nas.train import proxy_train
 
-    _check(top, epochs, img, subset, threads)
+    check_finalist_options(top, epochs, img, subset, threads)
     get_estimator(estimator)
     cfg, s, stored = open_results_study(study, Path(results_dir), storage)
     objectives = tuple(stored.get("objectives", cfg.objectives))
@@ -268,5 +269,5 @@ def hand_design_verdict(result: FinalistsResult) -> str | None:
     return text + ("" if diff >= 0 else "; the hand design won this comparison")
 
 
-__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "finalists_columns", "hand_design_verdict", "spread_indices",
+__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "check_finalist_options", "finalists_columns", "hand_design_verdict", "spread_indices",
            "train_finalists"]
