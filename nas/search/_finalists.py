@@ -17,7 +17,8 @@ marks the rows that stay non-dominated when the search score is replaced by mAP@
 cost objectives).
 
 Written to ``<results_dir>/<study>/``: ``finalists.csv`` (one row per finalist) and
-``finalists.json`` (the settings used plus the same rows).
+``finalists.json`` (the settings used plus the same rows), and ``models/trial_<N>.yaml`` (with its
+``.genome.yaml``) for a searched finalist the search did not write (one off its front).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from nas.search._choice import DEFAULT_BAND, DEFAULT_ESTIMATOR, band_rows, budge
 from nas.search._files import csv_text, is_number, write_atomically
 from nas.search._objectives import OBJECTIVES
 from nas.search._pareto import pareto_front, pareto_rows
-from nas.search._results import genome_of, records
+from nas.search._results import genome_of, records, write_model_files
 
 #: the objective that replaces the search score in the finalists' front
 MAP_OBJECTIVE = "map50_95"
@@ -175,6 +176,10 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                 "baseline": baseline_name if baseline is not None else None}
     by_number = {t.number: t for t in trials}
     entries = [("searched", f"trial {p['number']}", p, genome_of(by_number[p["number"]])) for p in picks]
+    for p in picks:   # a band pick may lie off the front, whose members alone the search wrote out
+        flat = cfg.study_dir / "models" / f"trial_{p['number']}.yaml"
+        if not flat.with_name(flat.stem + ".genome.yaml").is_file():
+            write_model_files(by_number[p["number"]], flat, study)
     if baseline is not None:
         from nas.search._band import deploy_costs
 
