@@ -827,8 +827,17 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         objectives: str = typer.Option("score,latency_ms", "--objectives", help="Search objectives."),
         fidelity: str = typer.Option("oneshot", "--fidelity", help="oneshot, zero-cost or proxy."),
         trials: int = typer.Option(100, "--trials", help="Candidates searched."),
-        finalists: int = typer.Option(2, "--finalists", help="Front architectures trained (fine-tuned one-shot)."),
+        finalists: int = typer.Option(2, "--finalists", help="Searched architectures trained (fine-tuned "
+                                      "one-shot): the band's best, or spread over the front."),
         finalist_epochs: int = typer.Option(5, "--finalist-epochs", help="Training epochs per finalist."),
+        band: str = typer.Option("0.85,1.0", "--band", help="With a budget: finalists from the candidates "
+                                 "whose cost is LO,HI x the budget (the search samples on until it holds "
+                                 "them); 'none': spread over the Pareto front."),
+        estimator: str = typer.Option("score", "--estimator", help="How the band's candidates are ranked: "
+                                      "score, params or score+params (mean rank)."),
+        baseline: str = typer.Option("preset", "--baseline", help="Hand design trained beside the finalists: "
+                                     "'preset' (the space's, scaled down to the budget), a preset name, a "
+                                     "YAML file, or 'none'."),
         family_targets: str = typer.Option("1,2,4", "--family-targets", help="Family members at these multiples "
                                            "of the budget (of the chosen model's GFLOPs without a latency/GFLOPs budget)."),
         supernet_epochs: int = typer.Option(30, "--supernet-epochs", help="Supernet training epochs (one-shot)."),
@@ -859,7 +868,8 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                         max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                         objectives=parse_objectives(objectives), fidelity=fidelity, trials=trials,
                         finalists=finalists, finalist_epochs=finalist_epochs,
-                        family_targets=parse_targets(family_targets, "--family-targets"),
+                        band=None if band.strip().lower() == "none" else band, estimator=estimator,
+                        baseline=baseline, family_targets=parse_targets(family_targets, "--family-targets"),
                         supernet_epochs=supernet_epochs,
                         activation=activation, random_subnets=random_subnets,
                         latency_backend=latency_backend, latency_threads=latency_threads,

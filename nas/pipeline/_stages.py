@@ -44,6 +44,9 @@ class RunConfig:
     finalist_epochs: int = 5
     finalist_subset: int | None = None
     family_targets: tuple[float, ...] = DEFAULT_FAMILY_TARGETS
+    band: tuple[float, float] | None = (0.85, 1.0)
+    estimator: str = "score"
+    baseline: str = "preset"
     supernet_epochs: int = 30
     activation: str = "silu"
     random_subnets: int = 2
@@ -69,6 +72,15 @@ class RunConfig:
                            f"{','.join(map(str, self.family_targets)) or 'nothing'}")
         if sum(v is not None for v in (self.max_latency, self.max_gflops, self.max_params)) > 1:
             raise RunError("give one budget: --max-latency, --max-gflops or --max-params")
+        if self.band is not None:
+            from nas.search import parse_band
+
+            object.__setattr__(self, "band", parse_band(self.band))
+        from nas.search import get_estimator
+
+        get_estimator(self.estimator)
+        if not isinstance(self.baseline, str) or not self.baseline.strip():
+            raise RunError(f"--baseline must be 'preset', a preset name, a YAML file or 'none', got {self.baseline!r}")
 
     @property
     def study_dir(self) -> Path:
@@ -79,9 +91,10 @@ class RunConfig:
         return self.study_dir / "supernet.pt"
 
     def settings(self) -> dict[str, Any]:
-        """What the run records and compares on a re-run (local choices such as device, workers
-        and threads are not among them)."""
-        local = {"study", "results_dir", "device", "workers", "threads"}
+        """What the run records and compares on a re-run. Local choices (workers, threads) are not
+        among them; the device is, as latency is timed on it (only the stages that time latency
+        depend on it: :meth:`Stage.depends_of`)."""
+        local = {"study", "results_dir", "workers", "threads"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
 
 
@@ -103,6 +116,13 @@ class Stage:
     depends: tuple[str, ...]          # settings whose change invalidates this stage's work
     run: Callable[[RunConfig, RunHooks, RunState], dict[str, Any]]
     needed: Callable[[RunConfig], bool] = lambda cfg: True
+    #: whether the stage times latency on ``--device`` in this run (a latency table predicts it
+    #: instead): then its work depends on the device too
+    times_latency: Callable[[RunConfig], bool] = lambda cfg: False
+
+    def depends_of(self, cfg: RunConfig) -> tuple[str, ...]:
+        """The settings this stage's work depends on in the run ``cfg``."""
+        return (*self.depends, "device") if self.times_latency(cfg) else self.depends
 
 
 # ------------------------------------------------------------------------------ stages
@@ -171,14 +191,15 @@ def prepare_search(search_cfg):
 
 
 def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
-    from nas.search import run_search
+    from nas.search import search_filling_band
 
     search_cfg, space = prepare_search(search_config(cfg))
     hooks.line(f"search: {cfg.trials} candidates, fidelity {cfg.fidelity}, objectives "
                f"{','.join(search_cfg.objectives)}{_budget_text(cfg)}")
     progress = hooks.search_progress() if hooks.search_progress else None
-    try:
-        summary = run_search(search_cfg, space, progress=progress)
+    try:   # with a budget, then the targeted phase until the band holds the finalists
+        summary = search_filling_band(search_cfg, space, cfg.band, cfg.finalists, progress=progress,
+                                      say=hooks.line)
     finally:
         if progress is not None:
             progress.close()
@@ -188,12 +209,16 @@ def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
 
 
 def _finalists_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
+    from nas.pipeline._baseline import study_baseline
     from nas.search import train_finalists
 
-    space = prepare_search(search_config(cfg))[1] if cfg.fidelity == "oneshot" else None
+    search_cfg, space = prepare_search(search_config(cfg))
+    hand = study_baseline(cfg.baseline, search_cfg, space, hooks.line)
     result = train_finalists(cfg.study, cfg.results_dir, top=cfg.finalists, epochs=cfg.finalist_epochs,
                              subset=cfg.finalist_subset, threads=cfg.threads or 1, device=cfg.device,
-                             space=space, progress=hooks.line)
+                             space=space if cfg.fidelity == "oneshot" else None, progress=hooks.line,
+                             band=cfg.band, estimator=cfg.estimator,
+                             baseline=hand[1] if hand else None, baseline_name=hand[0] if hand else "baseline")
     hooks.finalists(result)
     if not any(row["map50_95"] is not None for row in result.rows):
         raise RunError(f"every finalist of study {cfg.study!r} failed to train (see {result.csv_path})")
@@ -201,9 +226,9 @@ def _finalists_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[s
 
 
 def best_finalist(rows, constraints: Mapping[str, float]) -> dict[str, Any]:
-    """The trained finalist with the highest mAP@0.5:0.95 among those within ``constraints``
-    (metric → limit, e.g. ``{"latency_ms": 10}``)."""
-    fitting = [r for r in rows if r.get("map50_95") is not None
+    """The trained searched finalist (never the hand design) with the highest mAP@0.5:0.95 among
+    those within ``constraints`` (metric → limit, e.g. ``{"latency_ms": 10}``)."""
+    fitting = [r for r in rows if r.get("map50_95") is not None and r.get("role", "searched") == "searched"
                and all(r.get(m) is None or r[m] <= limit for m, limit in constraints.items())]
     if not fitting:
         raise RunError("no trained finalist is within the budget")
@@ -274,14 +299,23 @@ def _budget_text(cfg: RunConfig) -> str:
 _SEARCH_KEYS = ("space", "data", "img", "max_latency", "max_gflops", "max_params", "objectives",
                 "fidelity", "trials", "seed", "latency_runs", "latency_backend", "latency_threads",
                 "latency_table")
+#: How latency is measured (with the device when a stage times it: :attr:`Stage.times_latency`).
+_LATENCY_KEYS = ("latency_runs", "latency_backend", "latency_threads", "latency_table")
 
-#: The stages of a run, in order, with the settings each depends on.
+#: The stages of a run, in order, with the settings each depends on: each stage's own inputs,
+#: not only those no earlier stage lists (a stage that never starts, e.g. the supernet of a proxy
+#: run, pins nothing; :meth:`RunState.open` refuses a change when any started stage depends on it).
 STAGES: tuple[Stage, ...] = (
     Stage("supernet", ("space", "data", "img", "activation", "supernet_epochs", "random_subnets", "seed"),
           _supernet_stage, needed=lambda cfg: cfg.fidelity == "oneshot"),
-    Stage("search", (*_SEARCH_KEYS, "activation"), _search_stage),
-    Stage("finalists", ("finalists", "finalist_epochs", "finalist_subset"), _finalists_stage),
-    Stage("family", ("family_targets",), _family_stage),
+    Stage("search", (*_SEARCH_KEYS, "activation", "band", "finalists"), _search_stage,
+          times_latency=lambda cfg: search_config(cfg).needs_latency and cfg.latency_table is None),
+    # trains the search's finalists on its data at its image size, seeded (one-shot: from the supernet)
+    Stage("finalists", ("space", "data", "img", "seed", "fidelity", "finalists", "finalist_epochs",
+                        "finalist_subset", "band", "estimator", "baseline"), _finalists_stage),
+    # picks the best finalist within the budget, then times and counts the family at the image size
+    Stage("family", ("img", "max_latency", "max_gflops", "max_params", "family_targets", *_LATENCY_KEYS),
+          _family_stage, times_latency=lambda cfg: cfg.latency_table is None),
     Stage("report", (), _report_stage),
 )
 
@@ -310,11 +344,11 @@ def preflight(cfg: RunConfig) -> None:
 def run_pipeline(cfg: RunConfig, hooks: RunHooks | None = None) -> dict[str, Any]:
     """Run (or continue) every stage of ``cfg``; returns ``{stage: {seconds, outputs…}}``.
 
-    Raises :class:`RunError` (one line) when settings that finished work depends on changed.
+    Raises :class:`RunError` (one line) when settings that started work depends on changed.
     """
     hooks = hooks or RunHooks()
     preflight(cfg)
-    depends = [(s.name, s.depends) for s in STAGES]
+    depends = [(s.name, s.depends_of(cfg)) for s in STAGES]
     state = RunState.open(cfg.study_dir / "run.json", cfg.settings(), depends)
     if not state.path.exists() and cfg.study_dir.exists() and any(cfg.study_dir.iterdir()):
         raise RunError(f"{cfg.study_dir} holds results that are not a y7nas run (no run.json); "

@@ -2,8 +2,10 @@
 
 It holds the settings the run was started with and, per stage, whether it started and when it
 finished (seconds, files written). Re-running the same command reads it and skips finished
-stages. A changed setting is refused when a stage that depends on it has already started (its
-work would no longer match the settings); a setting only later stages depend on may change.
+stages. A changed setting is refused when *any* stage that depends on it has already started
+(its work would no longer match the settings), whichever stage depends on it first: a one-shot
+run's image size belongs to the supernet, but a proxy run, which has no supernet stage, still
+measured its search at it. A setting only unstarted stages depend on may change.
 Written atomically after every change, so a ``kill -9`` leaves the last consistent state.
 """
 from __future__ import annotations
@@ -35,7 +37,9 @@ class RunState:
         """The state at ``path`` (new when absent) after checking ``settings`` against it.
 
         ``depends`` lists the stages in order with the setting keys each depends on; a key
-        changed since the file was written is refused when its first dependent stage started.
+        changed since the file was written is refused when any stage depending on it started
+        (the message names the first such stage). A key the file does not record at all (written
+        by a y7nas that did not record it) is taken as it is now.
         """
         settings = json.loads(json.dumps(dict(settings)))  # JSON-normalised (tuples → lists)
         if not path.exists():
@@ -48,10 +52,11 @@ class RunState:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise RunError(f"{path}: not a y7nas run state ({exc}); remove it or use another --study") from None
         for key in sorted(set(old) | set(settings)):
-            if old.get(key) == settings.get(key):
+            if key not in old or old.get(key) == settings.get(key):
                 continue
-            stage = next((name for name, keys in depends if key in keys), None)
-            if stage is not None and stages.get(stage, {}).get("started"):
+            stage = next((name for name, keys in depends
+                          if key in keys and stages.get(name, {}).get("started")), None)
+            if stage is not None:
                 raise RunError(
                     f"run {path.parent.name!r} already {'finished' if stages[stage].get('done') else 'started'} "
                     f"stage {stage} with {key}={_show(old.get(key))}; this run asks for "

@@ -276,7 +276,8 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
 _RUN_FLAGS = (("space", "--space"), ("data", "--data"), ("img", "--img"), ("max_latency", "--max-latency"),
               ("max_gflops", "--max-gflops"), ("max_params", "--max-params"), ("objectives", "--objectives"),
               ("fidelity", "--fidelity"), ("trials", "--trials"), ("finalists", "--finalists"),
-              ("finalist_epochs", "--finalist-epochs"), ("family_targets", "--family-targets"),
+              ("finalist_epochs", "--finalist-epochs"), ("band", "--band"), ("estimator", "--estimator"),
+              ("baseline", "--baseline"), ("family_targets", "--family-targets"),
               ("supernet_epochs", "--supernet-epochs"), ("activation", "--activation"),
               ("random_subnets", "--random-subnets"), ("latency_backend", "--latency-backend"),
               ("latency_threads", "--latency-threads"), ("latency_table", "--latency-table"), ("seed", "--seed"))
@@ -291,6 +292,8 @@ def run_command(study: str, settings: Mapping[str, Any], *, results_dir: str = "
         value = settings.get(key)
         if key in _ONESHOT_ONLY and not oneshot:
             continue
+        if key == "band" and value is None and "band" in settings:
+            value = "none"              # finalists spread over the front
         if isinstance(value, (list, tuple)):
             value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         pairs.append((flag, value))

@@ -12,7 +12,7 @@ Typical use::
     cfg = SearchConfig(study="s1", space="yolov7-tiny", trials=30, img=160)
     summary = run_search(cfg, get_space("yolov7-tiny", nc=5))
 """
-from nas.search._band import deploy_costs, draw_in_band, fill_band
+from nas.search._band import current_trial_budget, deploy_costs, draw_in_band, fill_band, search_filling_band
 from nas.search._choice import (DEFAULT_BAND, DEFAULT_ESTIMATOR, ESTIMATORS, Budget, band_rows, budget_of,
                                 choose_in_band, get_estimator, parse_band, rank_rows)
 from nas.search._config import SAMPLERS, SearchConfig, constraint_values, make_sampler, population_size
@@ -30,7 +30,7 @@ from nas.search._storage import StudyStorage, open_storage
 
 __all__ = [
     "Budget", "check_finalist_options", "DEFAULT_BAND", "DEFAULT_ESTIMATOR", "ESTIMATORS", "band_rows", "budget_of", "choose_in_band",
-    "deploy_costs", "draw_in_band", "fill_band", "get_estimator", "hand_design_verdict", "parse_band", "rank_rows",
+    "current_trial_budget", "deploy_costs", "draw_in_band", "fill_band", "search_filling_band", "get_estimator", "hand_design_verdict", "parse_band", "rank_rows",
     "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FinalistsResult", "FlopsFidelity",
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
     "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",

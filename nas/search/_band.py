@@ -101,4 +101,40 @@ def fill_band(cfg: SearchConfig, space: Any, budget: Budget, band: tuple[float, 
     return budget_now + len(found)
 
 
-__all__ = ["DRAWS_PER_CANDIDATE", "architecture_cost", "deploy_costs", "draw_in_band", "fill_band"]
+def current_trial_budget(cfg: SearchConfig) -> int:
+    """``cfg.trials``, or the study's own trial budget when a targeted phase (:func:`fill_band`)
+    raised it above that: what a resumed search must ask for."""
+    from nas.search._storage import _optuna, open_storage
+
+    store = open_storage(cfg.storage_url, heartbeat_interval=cfg.heartbeat_interval,
+                         grace_period=cfg.grace_period)
+    try:
+        study = _optuna().load_study(study_name=cfg.study, storage=store.storage)
+    except KeyError:        # not created yet
+        return cfg.trials
+    return max(cfg.trials, int(study.user_attrs.get(BUDGET_ATTR) or 0))
+
+
+def search_filling_band(cfg: SearchConfig, space: Any, band: tuple[float, float] | None, wanted: int, *,
+                        progress: Any = None, say: Callable[[str], None] = lambda line: None) -> Any:
+    """:func:`nas.search.run_search`, then, with a budget among ``cfg``'s constraints and a
+    ``band``, the targeted phase: when fewer than ``wanted`` scored candidates lie in the band,
+    :func:`fill_band` queues random architectures that do and the same study scores them.
+    Resumes like the search (a study whose budget the phase raised continues at that budget).
+    Returns the last :class:`nas.search.SearchSummary`."""
+    from nas.search._choice import budget_of
+    from nas.search._runner import run_search
+
+    cfg = cfg.replace(trials=current_trial_budget(cfg))
+    summary = run_search(cfg, space, progress=progress)
+    budget = budget_of(cfg.constraints) if band is not None else None
+    if budget is None:
+        return summary
+    total = fill_band(cfg, space, budget, band, wanted, say=say)
+    if total > cfg.trials:
+        summary = run_search(cfg.replace(trials=total), space, progress=progress)
+    return summary
+
+
+__all__ = ["DRAWS_PER_CANDIDATE", "architecture_cost", "current_trial_budget", "deploy_costs", "draw_in_band",
+           "fill_band", "search_filling_band"]

@@ -727,12 +727,12 @@ def reference_points(cfg: SearchConfig, study: Any, *,
             size = _train_params(genome)
             if params and not min(params) / 3 <= size <= max(params) * 3:
                 # an order of magnitude off the trials: not on these axes
-                note(f"note: preset {name} not on the chart: {size / 1e6:.3g}M params, the trials "
-                     f"{min(params) / 1e6:.3g}-{max(params) / 1e6:.3g}M")
+                note(f"note: preset {name} not on the chart: params {_fmt(size)}, the trials "
+                     f"{_fmt(min(params))}-{_fmt(max(params))}")
                 continue
-            if _off_axes(dict(_cheap_metrics(genome, cfg.img)), ranges, rows, objectives):
-                note(f"note: preset {name} not on the chart: outside its axes "
-                     f"({' and '.join(objectives)} of the trials)")
+            cheap = dict(_cheap_metrics(genome, cfg.img))
+            if _off_axes(cheap, ranges, rows, objectives):
+                note(f"note: preset {name} not on the chart: {_off_axes_text(cheap, rows, objectives)}")
                 continue
             if oneshot:
                 space = space or _oneshot_space(cfg)
@@ -809,6 +809,16 @@ def _off_axes(metrics: Mapping[str, float], ranges: Mapping[str, tuple[float, fl
         return False
     flops = [t.user_attrs["metrics"]["gflops"] for t in rows if "gflops" in t.user_attrs["metrics"]]
     return bool(flops) and not min(flops) / 2 <= metrics["gflops"] <= max(flops) * 2
+
+
+def _off_axes_text(metrics: Mapping[str, float], rows: Sequence[Any], objectives: Sequence[str]) -> str:
+    """Why :func:`_off_axes` put a preset outside the plot, e.g. ``params 6.02M, the trials
+    0.358M-3.02M``."""
+    for o in [*(o for o in objectives if o in metrics), "gflops"]:
+        values = [t.user_attrs["metrics"][o] for t in rows if o in t.user_attrs["metrics"]]
+        if values and not min(values) <= metrics[o] <= max(values):
+            return f"{o} {_fmt(metrics[o])}, the trials {_fmt(min(values))}-{_fmt(max(values))}"
+    return "outside the chart's axes"
 
 
 @functools.lru_cache(maxsize=32)

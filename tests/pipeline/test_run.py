@@ -85,13 +85,27 @@ def test_run_resumes_after_kill_9_and_finishes_every_stage(finished_run):
     with open(study / "trials.csv", newline="") as f:
         trials = list(csv.DictReader(f))
     evaluated = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
-    assert len(evaluated) == 8                              # the exact budget, across the kill
+    import optuna
+
+    budget = optuna.load_study(study_name="r", storage=f"sqlite:///{study / 'study.db'}").user_attrs["y7nas:budget"]
+    extra = budget - 8                      # the targeted phase's band draws, queued as extra trials
+    assert len(evaluated) == budget and 0 <= extra <= 2     # the exact budget, across the kill
+    in_band = [t for t in evaluated if t["gflops"] and 0.85 * 0.06 <= float(t["gflops"]) <= 0.06]
+    assert len(in_band) >= extra
+    assert ("architecture(s) queued as extra trials" in log) == (len(in_band) - extra < 2)  # short: filled
     assert all(t["state"] == "FAIL" for t in trials if t not in evaluated)  # the trial killed mid-way
     finalists = json.loads((study / "finalists.json").read_text())
     assert finalists["settings"]["init_from"] == str(study / "supernet.pt")
+    assert finalists["settings"]["choice"]["by"] == "band"
+    rows = {r["role"]: [x for x in finalists["rows"] if x["role"] == r["role"]] for r in finalists["rows"]}
+    assert len(rows["searched"]) == 2 and len(rows["baseline"]) == 1
+    hand = rows["baseline"][0]                      # the space's preset, shrunk to the budget
+    assert hand["name"].startswith("yolov7-tiny") and "phi=" in hand["name"] and hand["gflops"] <= 0.06
+    assert finalists["rows"][-1] == hand and hand["map50_95"] is not None
     base = stages["family"]["outputs"]["base_trial"]
-    best = max((r for r in finalists["rows"] if r["map50_95"] is not None), key=lambda r: r["map50_95"])
+    best = max((r for r in rows["searched"] if r["map50_95"] is not None), key=lambda r: r["map50_95"])
     assert base == best["number"] and best["gflops"] <= 0.06
+    assert (study / "models" / f"trial_{base}.genome.yaml").is_file()   # a pick off the front too
     with open(study / "family" / "family.csv", newline="") as f:
         family = list(csv.DictReader(f))
     assert float(family[0]["phi"]) == 0 and len(family) >= 2
@@ -218,7 +232,12 @@ def test_family_targets_are_multiples_of_the_budget_or_of_the_model():
 
 
 @pytest.mark.parametrize("bad,match", [(dict(trials=0), "--trials"), (dict(family_targets=(1, -2)), "--family-targets"),
-                                       (dict(max_latency=5.0, max_gflops=2.0), "one budget")])
+                                       (dict(max_latency=5.0, max_gflops=2.0), "one budget"),
+                                       (dict(band="1,0.5"), "--band must be LO,HI"),
+                                       (dict(estimator="luck"), "unknown estimator"),
+                                       (dict(baseline=" "), "--baseline must be")])
 def test_bad_run_settings_are_one_line(bad, match):
-    with pytest.raises(RunError, match=match):
+    from nas.errors import NasError
+
+    with pytest.raises(NasError, match=match):
         RunConfig(study="s", space="yolov7-tiny", **bad)
