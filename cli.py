@@ -759,7 +759,7 @@ def _run_finalists_cli(study: str, results_dir: Path, baseline: str = "preset", 
             hand = study_baseline(baseline, cfg, space, say)
     result = train_finalists(study, results_dir, progress=say, space=space, band=band_fractions,
                              baseline=hand[1] if hand else None, baseline_name=hand[0] if hand else "baseline",
-                             **options)
+                             baseline_spec=baseline, **options)
     _print_finalists(result)
     _write_report_quietly(study, Path(results_dir), options.get("storage"))
 
@@ -844,6 +844,9 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         activation: str = typer.Option("silu", "--activation", help="The supernet's activation (one-shot)."),
         random_subnets: int = typer.Option(2, "--random-subnets", help="Random sub-networks per supernet step "
                                            "besides the largest and smallest (one-shot)."),
+        random_from: str = typer.Option("band", "--random-from", help="Where those random sub-networks come "
+                                        "from: 'band' (with a budget: architectures of the band the finalists "
+                                        "come from) or 'space' (one-shot)."),
         latency_backend: str = typer.Option("torch", "--latency-backend", help="torch or onnxruntime."),
         latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with."),
         latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
@@ -871,7 +874,7 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                         band=None if band.strip().lower() == "none" else band, estimator=estimator,
                         baseline=baseline, family_targets=parse_targets(family_targets, "--family-targets"),
                         supernet_epochs=supernet_epochs,
-                        activation=activation, random_subnets=random_subnets,
+                        activation=activation, random_subnets=random_subnets, random_from=random_from,
                         latency_backend=latency_backend, latency_threads=latency_threads,
                         latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads)
         started = time.perf_counter()

@@ -22,6 +22,13 @@ from nas.pipeline._state import RunError, RunState
 DEFAULT_FAMILY_TARGETS = (1.0, 2.0, 4.0)
 #: A target within this factor above the base's own cost adds no member worth building.
 TARGET_MARGIN = 1.05
+#: Where the supernet's random sub-networks come from (``--random-from``): the budget's band
+#: (a pool of :data:`BAND_POOL` architectures drawn in it; the whole space without a budget) or
+#: the whole space.
+RANDOM_FROM = ("band", "space")
+BAND_POOL = 16
+#: random draws spent on the pool at most (a rare band gets a smaller pool, not a long wait)
+BAND_POOL_DRAWS = 6 * BAND_POOL
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class RunConfig:
     supernet_epochs: int = 30
     activation: str = "silu"
     random_subnets: int = 2
+    random_from: str = "band"
     seed: int = 0
     latency_runs: int = 10
     latency_backend: str = "torch"
@@ -79,6 +87,8 @@ class RunConfig:
         from nas.search import get_estimator
 
         get_estimator(self.estimator)
+        if self.random_from not in RANDOM_FROM:
+            raise RunError(f"--random-from must be one of {', '.join(RANDOM_FROM)}, got {self.random_from!r}")
         if not isinstance(self.baseline, str) or not self.baseline.strip():
             raise RunError(f"--baseline must be 'preset', a preset name, a YAML file or 'none', got {self.baseline!r}")
 
@@ -119,10 +129,14 @@ class Stage:
     #: whether the stage times latency on ``--device`` in this run (a latency table predicts it
     #: instead): then its work depends on the device too
     times_latency: Callable[[RunConfig], bool] = lambda cfg: False
+    #: settings the stage depends on in some runs only (e.g. the supernet on the budget when its
+    #: random sub-networks come from the budget's band)
+    more: Callable[[RunConfig], tuple[str, ...]] = lambda cfg: ()
 
     def depends_of(self, cfg: RunConfig) -> tuple[str, ...]:
         """The settings this stage's work depends on in the run ``cfg``."""
-        return (*self.depends, "device") if self.times_latency(cfg) else self.depends
+        keys = (*self.depends, *self.more(cfg))
+        return (*keys, "device") if self.times_latency(cfg) else keys
 
 
 # ------------------------------------------------------------------------------ stages
@@ -139,13 +153,46 @@ def _supernet_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[st
     settings = SupernetConfig(epochs=cfg.supernet_epochs, img=cfg.img, seed=cfg.seed,
                               activation=cfg.activation, random_subnets=cfg.random_subnets,
                               threads=cfg.threads, device=cfg.device)
+    space = get_space(cfg.space, nc=data_cfg.nc)
+    pool = band_pool(cfg, space.fixed(activation=cfg.activation), hooks.line)
     with ctx:
-        res = train_supernet(get_space(cfg.space, nc=data_cfg.nc), data_cfg, cfg.supernet_path, settings,
-                             on_step=on_step, on_epoch=on_epoch)
+        res = train_supernet(space, data_cfg, cfg.supernet_path, settings, on_step=on_step, on_epoch=on_epoch,
+                             random_pool=pool)
     hooks.line(f"supernet: largest sub-network mAP@0.5:0.95 {res.map50_95_largest:.3f}, smallest "
                f"{res.map50_95_smallest:.3f}")
     return {"supernet": str(cfg.supernet_path), "map50_95_largest": res.map50_95_largest,
             "map50_95_smallest": res.map50_95_smallest}
+
+
+def _budget(cfg: RunConfig):
+    from nas.search import budget_of
+
+    return budget_of(search_config(cfg).constraints)
+
+
+def _pool_wanted(cfg: RunConfig) -> bool:
+    return cfg.random_from == "band" and _budget(cfg) is not None
+
+
+def band_pool(cfg: RunConfig, space: Any, say: Callable[[str], None]) -> list[Any]:
+    """The architectures the supernet's random sub-networks are drawn from: with
+    ``--random-from band`` and a budget, up to :data:`BAND_POOL` random architectures of
+    ``space`` in the band (seeded, so a resumed run draws the same); else none (the whole space)."""
+    from nas.search import DEFAULT_BAND, draw_in_band
+
+    if not _pool_wanted(cfg):
+        return []
+    budget, band = _budget(cfg), cfg.band or DEFAULT_BAND
+    meter = search_config(cfg).latency_meter() if budget.metric == "latency_ms" else None
+    found = draw_in_band(space, budget, band, cfg.img, BAND_POOL, seed=cfg.seed, meter=meter,
+                         max_draws=BAND_POOL_DRAWS)
+    pool = [space.decode(params) for params in found]
+    if len(pool) < 2:
+        say(f"supernet: only {len(pool)} architecture(s) of the space in the band {budget.describe(band)}; "
+            f"random sub-networks from the whole space")
+        return []
+    say(f"supernet: random sub-networks from {len(pool)} architectures in the band {budget.describe(band)}")
+    return pool
 
 
 def search_config(cfg: RunConfig):
@@ -218,7 +265,8 @@ def _finalists_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[s
                              subset=cfg.finalist_subset, threads=cfg.threads or 1, device=cfg.device,
                              space=space if cfg.fidelity == "oneshot" else None, progress=hooks.line,
                              band=cfg.band, estimator=cfg.estimator,
-                             baseline=hand[1] if hand else None, baseline_name=hand[0] if hand else "baseline")
+                             baseline=hand[1] if hand else None, baseline_name=hand[0] if hand else "baseline",
+                             baseline_spec=cfg.baseline)
     hooks.finalists(result)
     if not any(row["map50_95"] is not None for row in result.rows):
         raise RunError(f"every finalist of study {cfg.study!r} failed to train (see {result.csv_path})")
@@ -299,6 +347,8 @@ def _budget_text(cfg: RunConfig) -> str:
 _SEARCH_KEYS = ("space", "data", "img", "max_latency", "max_gflops", "max_params", "objectives",
                 "fidelity", "trials", "seed", "latency_runs", "latency_backend", "latency_threads",
                 "latency_table")
+#: The budget and its band (the supernet depends on them when its random sub-networks come from the band).
+_BUDGET_KEYS = ("max_latency", "max_gflops", "max_params", "band")
 #: How latency is measured (with the device when a stage times it: :attr:`Stage.times_latency`).
 _LATENCY_KEYS = ("latency_runs", "latency_backend", "latency_threads", "latency_table")
 
@@ -306,8 +356,10 @@ _LATENCY_KEYS = ("latency_runs", "latency_backend", "latency_threads", "latency_
 #: not only those no earlier stage lists (a stage that never starts, e.g. the supernet of a proxy
 #: run, pins nothing; :meth:`RunState.open` refuses a change when any started stage depends on it).
 STAGES: tuple[Stage, ...] = (
-    Stage("supernet", ("space", "data", "img", "activation", "supernet_epochs", "random_subnets", "seed"),
-          _supernet_stage, needed=lambda cfg: cfg.fidelity == "oneshot"),
+    Stage("supernet", ("space", "data", "img", "activation", "supernet_epochs", "random_subnets", "seed",
+                       "random_from"), _supernet_stage, needed=lambda cfg: cfg.fidelity == "oneshot",
+          more=lambda cfg: _BUDGET_KEYS + (_LATENCY_KEYS if cfg.max_latency is not None else ()) if _pool_wanted(cfg) else (),
+          times_latency=lambda cfg: _pool_wanted(cfg) and cfg.max_latency is not None and cfg.latency_table is None),
     Stage("search", (*_SEARCH_KEYS, "activation", "band", "finalists"), _search_stage,
           times_latency=lambda cfg: search_config(cfg).needs_latency and cfg.latency_table is None),
     # trains the search's finalists on its data at its image size, seeded (one-shot: from the supernet)

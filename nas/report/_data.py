@@ -266,10 +266,23 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
         commands.append(" ".join(["y7nas finalists", *_flags([
             ("--study", study), ("--top", s.get("top")), ("--epochs", s.get("epochs")), ("--img", s.get("img")),
             ("--subset", s.get("subset")), ("--data", s.get("data")), ("--seed", s.get("seed")),
-            ("--threads", s.get("threads")), ("--supernet", s.get("init_from")), ("--lr", s.get("lr"))]),
+            ("--threads", s.get("threads")), ("--supernet", s.get("init_from")), ("--lr", s.get("lr")),
+            *_choice_flags(s)]),
             *where]))
     commands.append(" ".join(["y7nas report", *_flags([("--study", study)]), *where]))
     return commands
+
+
+def _choice_flags(settings: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """How the finalists were chosen (finalists.json's settings), as ``y7nas finalists`` options."""
+    choice = settings.get("choice") or {}
+    pairs: list[tuple[str, Any]] = []
+    if choice.get("by") == "band":
+        pairs += [("--band", ",".join(f"{v:g}" for v in choice["band"])), ("--estimator", choice.get("estimator"))]
+    spec = settings.get("baseline_spec")
+    if spec is not None and spec != "preset":       # preset: the default
+        pairs.append(("--baseline", spec))
+    return pairs
 
 
 #: ``y7nas run`` settings (run.json) → its options, in the order the command shows them.
@@ -279,9 +292,9 @@ _RUN_FLAGS = (("space", "--space"), ("data", "--data"), ("img", "--img"), ("max_
               ("finalist_epochs", "--finalist-epochs"), ("band", "--band"), ("estimator", "--estimator"),
               ("baseline", "--baseline"), ("family_targets", "--family-targets"),
               ("supernet_epochs", "--supernet-epochs"), ("activation", "--activation"),
-              ("random_subnets", "--random-subnets"), ("latency_backend", "--latency-backend"),
+              ("random_subnets", "--random-subnets"), ("random_from", "--random-from"), ("latency_backend", "--latency-backend"),
               ("latency_threads", "--latency-threads"), ("latency_table", "--latency-table"), ("seed", "--seed"))
-_ONESHOT_ONLY = {"supernet_epochs", "activation", "random_subnets"}
+_ONESHOT_ONLY = {"supernet_epochs", "activation", "random_subnets", "random_from"}
 
 
 def run_command(study: str, settings: Mapping[str, Any], *, results_dir: str = "results") -> str:

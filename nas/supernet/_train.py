@@ -9,7 +9,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -254,11 +254,16 @@ def _distill_loss(outputs: Sequence[torch.Tensor], teacher: Sequence[torch.Tenso
 def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                    config: SupernetConfig | None = None, *,
                    on_step: Callable[[int, int, int, float], None] | None = None,
-                   on_epoch: Callable[[SupernetEpoch], None] | None = None) -> SupernetResult:
+                   on_epoch: Callable[[SupernetEpoch], None] | None = None,
+                   random_pool: Sequence[Genome] | None = None) -> SupernetResult:
     """Train the supernet of ``space`` on ``data`` and save it to ``out``.
 
     Each step trains the largest, the smallest and ``random_subnets`` random sub-networks on the
-    same batch and takes one optimizer step on the summed gradients. After every epoch ``out``
+    same batch and takes one optimizer step on the summed gradients. With ``random_pool`` (e.g.
+    the architectures of a budget's band: :func:`nas.search.draw_in_band`) the random ones are
+    drawn from it instead of the whole space, so the weights are shared most by the sub-networks
+    the search will choose among (AttentiveNAS's budget-aware sampling); the file records the
+    pool's identity (:func:`pool_identity`) and a resume with another pool is refused. After every epoch ``out``
     is rewritten atomically with the EMA weights, the training state and metadata, so running
     the same call again after a crash resumes after the last finished epoch (and a finished file
     with the same settings is only re-scored). Other settings than the file's are refused.
@@ -280,6 +285,12 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
             "img": config.img, "activation": config.activation, "epochs": config.epochs,
             "settings": config.settings(), "data": str(data_cfg.source) if data_cfg.source else None,
             "epochs_done": 0, "complete": False}
+    pool = tuple(random_pool or ())
+    wrong = next((g for g in pool if g.activation != config.activation), None)
+    if wrong is not None:
+        raise SupernetError(f"the random pool's genome {wrong.genome_hash()} uses {wrong.activation}, the "
+                            f"supernet {config.activation}")
+    meta["random_pool"] = pool_identity(pool)
     previous = read_checkpoint(out) if out.exists() else None
     if previous is not None:
         old = previous["meta"]
@@ -288,6 +299,10 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
             if old["settings"].get(key) != value:
                 raise SupernetError(f"{out}: was trained with {key}={old['settings'].get(key)!r}, not "
                                     f"{value!r}; use another -o or the same settings to resume")
+        if old.get("random_pool") != meta["random_pool"]:
+            raise SupernetError(f"{out}: was trained with random sub-networks from "
+                                f"{_pool_text(old.get('random_pool'))}, not from {_pool_text(meta['random_pool'])}; "
+                                f"use another -o or the same pool to resume")
     out.parent.mkdir(parents=True, exist_ok=True)
     old_threads = torch.get_num_threads()
     if config.threads:
@@ -329,7 +344,9 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 lr = sched.step((epoch - 1) * nb + i)
                 rng = random.Random(f"{config.seed}:{epoch}:{i}")
                 genomes = [sample_genome(space, config.activation, rng, mode)
-                           for mode in ("largest", "smallest") + ("random",) * config.random_subnets]
+                           for mode in ("largest", "smallest")]
+                genomes += [rng.choice(pool) if pool else sample_genome(space, config.activation, rng, "random")
+                            for _ in range(config.random_subnets)]
                 mine = [(j, x.to(device), t.to(device)) for j, x, t in
                         batch_shards(images, targets, config.shards) if j % group.world == group.rank]
                 opt.zero_grad(set_to_none=True)
@@ -383,6 +400,21 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
         torch.set_num_threads(old_threads)
     return SupernetResult(out, config.epochs, time.perf_counter() - t_start, maps["largest"],
                           maps["smallest"], start)
+
+
+def pool_identity(pool: Sequence[Genome]) -> dict[str, Any] | None:
+    """What a supernet file records of its random pool: its size and a digest of its genome
+    hashes in order (None: random sub-networks from the whole space)."""
+    if not pool:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256(",".join(g.genome_hash() for g in pool).encode()).hexdigest()[:16]
+    return {"size": len(pool), "digest": digest}
+
+
+def _pool_text(identity: Mapping[str, Any] | None) -> str:
+    return "the whole space" if not identity else f"a pool of {identity['size']} ({identity['digest']})"
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -128,3 +128,34 @@ def test_cli_resumes_after_kill_9(tiny_data, tmp_path):
     assert last.startswith("error:") and "batch=8" in last
     assert "Traceback" not in bad.stderr.decode()
     assert path.read_bytes() == before
+
+
+def test_random_subnets_are_drawn_from_the_pool_and_the_file_records_it(tiny_data, tmp_path, monkeypatch):
+    """Budget-aware sandwich: the largest and the smallest as always, the random ones from the pool."""
+    import random
+
+    from nas.supernet import Supernet, pool_identity, sample_genome
+
+    space = get_space("yolov7-tiny", nc=3)
+    rng = random.Random(5)
+    pool = [sample_genome(space, "relu", rng, "random") for _ in range(2)]
+    seen = []
+    activate = Supernet.activate
+    monkeypatch.setattr(Supernet, "activate", lambda self, g: (seen.append(g.genome_hash()), activate(self, g))[1])
+    config = SupernetConfig(epochs=1, **TINY)
+    path = tmp_path / "pool.pt"
+    train_supernet(space, tiny_data, path, config, random_pool=pool)
+    steps = 16 // TINY["batch"]
+    training = seen[1:1 + 3 * steps]                   # after the initial activation: 3 per step
+    largest = sample_genome(space, "relu", random.Random(0), "largest")
+    assert len(training) == 3 * steps
+    assert set(training[2::3]) <= {g.genome_hash() for g in pool}          # every random one
+    assert largest.genome_hash() not in {g.genome_hash() for g in pool}
+    meta = read_checkpoint(path)["meta"]
+    assert meta["random_pool"] == pool_identity(pool) and meta["random_pool"]["size"] == 2
+    with pytest.raises(SupernetError, match="random sub-networks from a pool of 2 .*, not from the whole space"):
+        train_supernet(space, tiny_data, path, config)           # the same file without its pool
+    with pytest.raises(SupernetError, match="uses silu, the supernet relu"):
+        train_supernet(space, tiny_data, tmp_path / "x.pt", config,
+                       random_pool=[sample_genome(space, "silu", rng, "random")])
+    assert not (tmp_path / "x.pt").exists()
