@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any, Mapping, Sequence
 
 from nas.report._svg import bar_svg, fmt, line_svg, scatter_svg
-from nas.search._finalists import finalists_columns
+from nas.search._finalists import finalists_columns, hand_design_verdict
 
 #: column key → header label of the trials and finalists tables (others: the key itself)
 LABELS = {
@@ -130,8 +130,22 @@ def finalists_section(data: Mapping[str, Any]) -> str:
     columns = fin.get("columns") or finalists_columns(objectives)
     s = fin.get("settings") or {}
     how = "fine-tuned from inherited weights" if s.get("init_from") else "proxy-trained"
-    detail = (f"{len(rows)} finalist(s) of a {fin.get('front_size', '?')}-trial front, {how} "
-              f"{s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px on {s.get('subset') or 'all'} images")
+    choice = s.get("choice") or {"by": "front"}
+    searched = sum(1 for r in rows if r.get("role", "searched") == "searched")
+    if choice.get("by") == "band":
+        lo, hi = choice["band"]
+        where = (f"the band {lo:g}-{hi:g} x the budget {choice['budget']['metric']} <= {choice['budget']['limit']:.4g} "
+                 f"({choice.get('in_band', '?')} candidates in it), best by {choice.get('estimator')}")
+    else:
+        where = f"a {fin.get('front_size', '?')}-trial front"
+    hand = " and the hand design (same recipe; never chosen)" if s.get("baseline") else ""
+    detail = (f"{searched} finalist(s) from {where}{hand}, {how} (the hand design: from inherited weights when "
+              f"it is in the space, else from scratch) {s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px "
+              f"on {s.get('subset') or 'all'} images" if hand else
+              f"{searched} finalist(s) from {where}, {how} {s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px "
+              f"on {s.get('subset') or 'all'} images")
+    verdict = hand_design_verdict(rows)
+    verdict_html = f'<p class="verdict"><strong>{escape(verdict[0].upper() + verdict[1:])}.</strong></p>' if verdict else ""
     links = {t["number"]: t.get("links") or {} for t in data["trials"]}
     typed = [dict(r) for r in rows]
     for r in typed:
@@ -140,7 +154,7 @@ def finalists_section(data: Mapping[str, Any]) -> str:
         except (KeyError, TypeError, ValueError):
             pass
     return (f'<section id="finalists"><h2>Finalists</h2><p class="note">{escape(detail) if s else ""}</p>'
-            f'{static_table(columns, typed, "finalists-table", links)}</section>')
+            f'{verdict_html}{static_table(columns, typed, "finalists-table", links)}</section>')
 
 
 def pruning_section(data: Mapping[str, Any]) -> str:

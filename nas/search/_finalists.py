@@ -118,7 +118,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                     device: str = "cpu", progress: Callable[[str], None] | None = None,
                     supernet: str | None = None, space: Any = None, lr: float | None = None,
                     band: tuple[float, float] | None = DEFAULT_BAND, estimator: str = DEFAULT_ESTIMATOR,
-                    baseline: Any = None, baseline_name: str = "baseline") -> FinalistsResult:
+                    baseline: Any = None, baseline_name: str = "baseline",
+                    baseline_spec: str | None = None) -> FinalistsResult:
     """Train up to ``top`` finalists of ``study`` (and ``baseline``); write finalists.csv/.json.
 
     A study with a budget takes them from the band (``band`` = (lo, hi) fractions of the budget,
@@ -126,6 +127,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     its Pareto front. ``baseline`` (a Genome, named ``baseline_name``) is trained the same way
     and listed last: when it cannot inherit weights from the supernet (not in the space) it is
     trained from scratch at the proxy recipe's rate, and its row says ``init`` = ``scratch``.
+    ``baseline_spec`` (what ``--baseline`` was given: ``preset``, a name, a file, ``none``) is
+    recorded in the settings, so the report can repeat the command.
 
     ``img`` (default: the study's training size, ``proxy_img`` or ``img``), ``data`` and ``seed``
     default to the study's. The recipe is the proxy's, except that each finalist is validated
@@ -173,7 +176,7 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                 "data": data or cfg.data, "seed": cfg.seed if seed is None else seed,
                 "threads": threads, "device": device, "init_from": supernet,
                 "lr": (lr or 0.001) if supernet else lr, "choice": choice,
-                "baseline": baseline_name if baseline is not None else None}
+                "baseline": baseline_name if baseline is not None else None, "baseline_spec": baseline_spec}
     by_number = {t.number: t for t in trials}
     entries = [("searched", f"trial {p['number']}", p, genome_of(by_number[p["number"]])) for p in picks]
     for p in picks:   # a band pick may lie off the front, whose members alone the search wrote out
@@ -259,18 +262,20 @@ def finalists_columns(objectives: Sequence[str]) -> list[str]:
             "init", "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
 
 
-def hand_design_verdict(result: FinalistsResult) -> str | None:
+def hand_design_verdict(result: FinalistsResult | Sequence[Mapping[str, Any]]) -> str | None:
     """One plain sentence comparing the best searched finalist with the hand design (None
-    without a trained baseline or a trained searched finalist)."""
-    base = result.baseline
-    searched = [r for r in result.searched if r.get("map50_95") is not None]
-    if base is None or base.get("map50_95") is None or not searched:
+    without a trained baseline or a trained searched finalist). ``result``: a
+    :class:`FinalistsResult` or the rows of finalists.json."""
+    rows = result.rows if isinstance(result, FinalistsResult) else result
+    base = next((r for r in rows if r.get("role") == "baseline"), None)
+    searched = [r for r in rows if r.get("role", "searched") == "searched" and is_number(r.get("map50_95"))]
+    if base is None or not is_number(base.get("map50_95")) or not searched:
         return None
-    best = max(searched, key=lambda r: r["map50_95"])
-    diff = best["map50_95"] - base["map50_95"]
+    best = max(searched, key=lambda r: float(r["map50_95"]))
+    diff = float(best["map50_95"]) - float(base["map50_95"])
     verb = "beats" if diff > 0 else "ties with" if diff == 0 else "loses to"
-    text = (f"the best searched finalist ({best['name']}, mAP@0.5:0.95 {best['map50_95']:.4f}) {verb} the hand "
-            f"design ({base['name']}, {base['map50_95']:.4f}) by {diff:+.4f}")
+    text = (f"the best searched finalist ({best['name']}, mAP@0.5:0.95 {float(best['map50_95']):.4f}) {verb} the "
+            f"hand design ({base['name']}, {float(base['map50_95']):.4f}) by {diff:+.4f}")
     return text + ("" if diff >= 0 else "; the hand design won this comparison")
 
 

@@ -68,7 +68,7 @@ def test_finalists_are_front_members_trained_deterministically(study, tiny_data)
     assert result.front_size == len(front) and result.map_objectives == ("map50_95", "gflops")
     assert result.settings == {"top": 2, "epochs": 1, "img": 64, "subset": 8, "data": tiny_data, "seed": 0,
                                "threads": 1, "device": "cpu", "init_from": None, "lr": None,
-                               "choice": {"by": "front"}, "baseline": None}
+                               "choice": {"by": "front"}, "baseline": None, "baseline_spec": None}
     by_number = {r["number"]: r for r in front}
     for row in result.rows:
         assert row["fail_reason"] == "" and row["train_s"] > 0
