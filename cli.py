@@ -53,6 +53,12 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 _LATENCY_BACKEND_HELP = ("How latency is timed: torch (eager) or onnxruntime (the ONNX export, CPU provider; "
                          "CUDA provider on --device cuda).")
+#: the options that choose finalists under a budget (y7nas finalists and y7nas run)
+_BAND_HELP = ("With a budget: finalists from the candidates whose cost is LO,HI x the budget (then the "
+              "costliest just below it); 'none': spread over the Pareto front.")
+_ESTIMATOR_HELP = "How the band's candidates are ranked: score, params or score+params (mean rank)."
+_BASELINE_HELP = ("Hand design trained beside the finalists with the same recipe: 'preset' (the space's, "
+                  "compound-scaled down to the budget), a preset name, a YAML file, or 'none'.")
 _LATENCY_TABLE_HELP = "Predict latency from this latency table instead of timing (its device/threads/versions)."
 
 
@@ -741,7 +747,7 @@ def _run_finalists_cli(study: str, results_dir: Path, baseline: str = "preset", 
 
     say = lambda line: err.print(line, markup=False, soft_wrap=True)     # noqa: E731
     check_finalist_options(**{k: options.get(k) for k in ("top", "epochs", "img", "subset", "threads")})
-    band_fractions = parse_band(band)
+    band_fractions = None if band.strip().lower() == "none" else parse_band(band)
     get_estimator(options.get("estimator", "score"))
     cfg, _s, _stored = open_results_study(study, Path(results_dir), options.get("storage"))
     supernet = options.get("supernet") or (cfg.supernet if cfg.fidelity == "oneshot" else None)
@@ -784,13 +790,9 @@ def finalists(study: str = typer.Option(..., "--study", help="Study name."),
                                                      "its supernet)."),
               lr: Optional[float] = typer.Option(None, "--lr", help="Training rate (default: the proxy's "
                                                  "0.01; 0.001 when fine-tuning)."),
-              band: str = typer.Option("0.85,1.0", "--band", help="With a budget: finalists from the "
-                                       "candidates whose cost is LO,HI x the budget (then just below it)."),
-              estimator: str = typer.Option("score", "--estimator", help="How the band's candidates are "
-                                            "ranked: score, params or score+params (mean rank)."),
-              baseline: str = typer.Option("preset", "--baseline", help="Hand design trained beside them: "
-                                           "'preset' (the space's, scaled down to the budget), a preset "
-                                           "name, a YAML file, or 'none'."),
+              band: str = typer.Option("0.85,1.0", "--band", help=_BAND_HELP),
+              estimator: str = typer.Option("score", "--estimator", help=_ESTIMATOR_HELP),
+              baseline: str = typer.Option("preset", "--baseline", help=_BASELINE_HELP),
               ) -> None:
     """Train the finalists of a search (with a budget: the best of the band just below it; else
     spread over the Pareto front) and the hand design beside them, from scratch or fine-tuned from
@@ -817,7 +819,7 @@ def _run_hooks(as_json: bool):
 
 @app.command()
 def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
-        data: str = typer.Option("synthetic", "--data", help="'synthetic', 'synthetic-large' or a data YAML."),
+        data: str = typer.Option("synthetic", "--data", help="'synthetic', 'synthetic-large', 'synthetic-alt' or a data YAML."),
         study: str = typer.Option(..., "--study", help="Run name (the folder results/<study>/)."),
         results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
         img: Optional[int] = typer.Option(None, "--img", help="Square input size (default 160 one-shot, else 320)."),
@@ -830,14 +832,10 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         finalists: int = typer.Option(2, "--finalists", help="Searched architectures trained (fine-tuned "
                                       "one-shot): the band's best, or spread over the front."),
         finalist_epochs: int = typer.Option(5, "--finalist-epochs", help="Training epochs per finalist."),
-        band: str = typer.Option("0.85,1.0", "--band", help="With a budget: finalists from the candidates "
-                                 "whose cost is LO,HI x the budget (the search samples on until it holds "
-                                 "them); 'none': spread over the Pareto front."),
-        estimator: str = typer.Option("score", "--estimator", help="How the band's candidates are ranked: "
-                                      "score, params or score+params (mean rank)."),
-        baseline: str = typer.Option("preset", "--baseline", help="Hand design trained beside the finalists: "
-                                     "'preset' (the space's, scaled down to the budget), a preset name, a "
-                                     "YAML file, or 'none'."),
+        band: str = typer.Option("0.85,1.0", "--band", help=_BAND_HELP + " The search samples on until "
+                                 "the band holds them."),
+        estimator: str = typer.Option("score", "--estimator", help=_ESTIMATOR_HELP),
+        baseline: str = typer.Option("preset", "--baseline", help=_BASELINE_HELP),
         family_targets: str = typer.Option("1,2,4", "--family-targets", help="Family members at these multiples "
                                            "of the budget (of the chosen model's GFLOPs without a latency/GFLOPs budget)."),
         supernet_epochs: int = typer.Option(30, "--supernet-epochs", help="Supernet training epochs (one-shot)."),

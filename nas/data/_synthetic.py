@@ -7,6 +7,12 @@ and pixel noise. Objects may overlap, but a new object is placed only where it l
 earlier object at least ``MIN_VISIBLE`` visible (and itself, after clipping to the frame), so
 every drawn object has a label. Boxes are the exact pixel extent of what is visible.
 
+A second *style* (``alt``) changes what a detector has to learn, for confirming on data that
+no default was tuned on: the last shapes instead of the first (cross, ring, diamond for 3
+classes), a textured background (stripes and checks of random pitch, angle and contrast, with
+shape-like distractor blobs) instead of the smooth field with strokes, and objects in another
+size profile when asked (``medium``).
+
 Output is PNG (lossless, no metadata, see :mod:`nas.data._png`): the same arguments give the
 same bytes.
 """
@@ -36,7 +42,10 @@ GENERATOR_VERSION = 1
 SIZE_BINS = ((0.03, 0.05, 0.35), (0.05, 0.15, 0.35), (0.15, 0.60, 0.30))
 #: object size profiles: ``all`` (tiny to large, the default) or ``large`` only (15-60 % of the
 #: side: a set a small detector learns within minutes on a CPU, for demos)
-SIZE_PROFILES = {"all": SIZE_BINS, "large": ((0.15, 0.60, 1.0),)}
+SIZE_PROFILES = {"all": SIZE_BINS, "large": ((0.15, 0.60, 1.0),), "medium": ((0.08, 0.35, 1.0),)}
+#: drawing styles: ``default`` (the first ``nc`` shapes on a smooth field with strokes) and
+#: ``alt`` (the last ``nc`` shapes on stripes and checks with blob distractors)
+STYLES = ("default", "alt")
 ASPECT_RANGE = (0.7, 1.4)
 MAX_OBJECTS = 7
 MIN_VISIBLE = 0.4  # fraction of an object's pixels that must stay visible
@@ -69,19 +78,25 @@ def shape_mask(shape: str, w: int, h: int) -> np.ndarray:
     return np.asarray(m, dtype=bool)
 
 
+def class_shapes(nc: int, style: str = "default") -> tuple[str, ...]:
+    """The shape of each class: the first ``nc`` of :data:`SHAPES`, the last ``nc`` for ``alt``."""
+    return SHAPES[:nc] if style == "default" else SHAPES[len(SHAPES) - nc:]
+
+
 def render_sample(rng: np.random.Generator, img: int, nc: int = DEFAULT_NC, *,
                   plain: bool = False, max_objects: int = MAX_OBJECTS,
-                  min_objects: int = 0, sizes: str = "all") -> tuple[np.ndarray, np.ndarray]:
+                  min_objects: int = 0, sizes: str = "all", style: str = "default"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image → (uint8 (img, img, 3), int (n, 5) ``cls x1 y1 x2 y2`` pixel edges).
 
     ``plain`` gives a flat :data:`PLAIN_BACKGROUND` without strokes or noise (for checking
     that boxes are tight); ``min_objects`` ≥ 1 suppresses background-only images; ``sizes``
-    names a :data:`SIZE_PROFILES` entry.
+    names a :data:`SIZE_PROFILES` entry, ``style`` a :data:`STYLES` entry.
     """
-    canvas = _plain(img) if plain else _clutter(rng, img)
+    canvas = _plain(img) if plain else (_clutter if style == "default" else _texture)(rng, img)
     n = 0 if rng.random() < BACKGROUND_PROB and min_objects == 0 else \
         int(rng.integers(max(1, min_objects), max_objects + 1))
-    owner, classes, spots = _place_objects(rng, img, nc, n, SIZE_PROFILES[sizes])
+    owner, classes, spots = _place_objects(rng, img, nc, n, SIZE_PROFILES[sizes], class_shapes(nc, style))
     if classes:
         palette = np.stack([_object_color(rng) for _ in classes])
         shown = owner >= 0
@@ -95,8 +110,8 @@ def render_sample(rng: np.random.Generator, img: int, nc: int = DEFAULT_NC, *,
     return canvas, np.array(boxes, np.int64).reshape(-1, 5)
 
 
-def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int, bins=SIZE_BINS
-                   ) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
+def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int, bins=SIZE_BINS,
+                   shapes: tuple[str, ...] = SHAPES) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
     """Try to place ``n`` objects (10 proposals each) → (owner map, classes, rectangles).
 
     ``owner[y, x]`` is the index of the object visible at that pixel, -1 for background.
@@ -107,7 +122,7 @@ def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int, bins=SIZ
     classes, spots = [], []
     for _ in range(n):
         for _attempt in range(10):
-            cls, x0, y0, mask = _propose(rng, img, nc, bins)
+            cls, x0, y0, mask = _propose(rng, img, nc, bins, shapes)
             spot = _place(owner, visible, full, len(classes), x0, y0, mask)
             if spot:
                 classes.append(cls)
@@ -116,7 +131,7 @@ def _place_objects(rng: np.random.Generator, img: int, nc: int, n: int, bins=SIZ
     return owner, classes, spots
 
 
-def _propose(rng: np.random.Generator, img: int, nc: int, bins=SIZE_BINS
+def _propose(rng: np.random.Generator, img: int, nc: int, bins=SIZE_BINS, shapes: tuple[str, ...] = SHAPES
              ) -> tuple[int, int, int, np.ndarray]:
     cls = int(rng.integers(nc))
     lo, hi, _ = bins[rng.choice(len(bins), p=[b[2] for b in bins])]
@@ -124,7 +139,7 @@ def _propose(rng: np.random.Generator, img: int, nc: int, bins=SIZE_BINS
     aspect = np.exp(rng.uniform(*np.log(ASPECT_RANGE)))
     w, h = max(4, round(side * aspect ** 0.5)), max(4, round(side / aspect ** 0.5))
     cx, cy = rng.uniform(0, img, 2)
-    return cls, round(cx - w / 2), round(cy - h / 2), shape_mask(SHAPES[cls], w, h)
+    return cls, round(cx - w / 2), round(cy - h / 2), shape_mask(shapes[cls], w, h)
 
 
 def _place(owner: np.ndarray, visible: list[int], full: list[int], k: int,
@@ -187,6 +202,31 @@ def _clutter(rng: np.random.Generator, img: int) -> np.ndarray:
     return np.array(im)
 
 
+def _texture(rng: np.random.Generator, img: int) -> np.ndarray:
+    """Stripes or checks of random pitch, angle and contrast over a flat colour, plus filled
+    blobs (ellipses and polygons in object-like colours) as distractors (uint8)."""
+    yy, xx = np.mgrid[0:img, 0:img].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    pitch = rng.uniform(0.04, 0.2) * img
+    u = (xx * np.cos(angle) + yy * np.sin(angle)) / pitch
+    v = (-xx * np.sin(angle) + yy * np.cos(angle)) / pitch
+    wave = np.sin(2 * np.pi * u) if rng.random() < 0.5 else np.sign(np.sin(np.pi * u) * np.sin(np.pi * v))
+    base = rng.uniform(50, 200, 3)
+    field = base + rng.uniform(10, 45) * wave[..., None] * rng.uniform(0.6, 1.0, 3)
+    im = Image.fromarray(np.clip(field, 0, 255).astype(np.uint8), "RGB")
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(1, 5))):
+        color = tuple(int(c) for c in _object_color(rng) // 2 + 40)
+        cx, cy = rng.uniform(0, img, 2)
+        r = rng.uniform(0.03, 0.15) * img
+        if rng.random() < 0.5:
+            d.ellipse((cx - r, cy - r * rng.uniform(0.3, 1.0), cx + r, cy + r), fill=color)
+        else:
+            pts = (np.array([cx, cy]) + rng.uniform(-r, r, (int(rng.integers(4, 7)), 2))).tolist()
+            d.polygon([tuple(p) for p in pts], fill=color)
+    return np.array(im)
+
+
 def _upsample(grid: np.ndarray, size: int) -> np.ndarray:
     """Bilinear upsampling of a small (g, g, 3) grid of 0..255 values → (size, size, 3) uint8."""
     small = Image.fromarray(np.clip(grid, 0, 255).astype(np.uint8), "RGB")
@@ -212,7 +252,7 @@ def _check_params(n_train: int, n_val: int, img: int, seed: int, nc: int) -> Non
 
 def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128,
                        img: int = 256, seed: int = 0, nc: int = DEFAULT_NC,
-                       workers: int | None = None, sizes: str = "all") -> Path:
+                       workers: int | None = None, sizes: str = "all", style: str = "default") -> Path:
     """Write a YOLO-format dataset to ``out_dir`` and return its ``data.yaml``.
 
     Layout: ``images/{train,val}/NNNNNN.png``, ``labels/{train,val}/NNNNNN.txt`` (an empty file
@@ -221,14 +261,14 @@ def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128
     output does not depend on ``workers`` (processes; default: up to 8 CPUs for large sets).
     """
     _check_params(n_train, n_val, img, seed, nc)
-    _check_sizes(sizes)
+    _check_sizes(sizes, style)
     out = Path(out_dir)
     tasks = []
     for split_id, (split, n) in enumerate((("train", n_train), ("val", n_val))):
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
         tasks += [(split_id, i) for i in range(n)]
-    write = functools.partial(_write_sample, out, seed, img, nc, sizes)
+    write = functools.partial(_write_sample, out, seed, img, nc, sizes, style)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if len(tasks) >= 256 else 0
     if workers > 1 and "fork" in mp.get_all_start_methods():
@@ -240,22 +280,25 @@ def generate_synthetic(out_dir: str | Path, n_train: int = 512, n_val: int = 128
             write(task)
     header = (f"# y7nas synthetic shapes (generator v{GENERATOR_VERSION}): seed {seed}, "
               f"{n_train} train / {n_val} val images at {img} px"
-              + ("" if sizes == "all" else f", {sizes} objects only") + "\n")
-    body = {"train": "images/train", "val": "images/val", "nc": nc, "names": list(SHAPES[:nc])}
+              + ("" if sizes == "all" else f", {sizes} objects only")
+              + ("" if style == "default" else f", {style} style") + "\n")
+    body = {"train": "images/train", "val": "images/val", "nc": nc, "names": list(class_shapes(nc, style))}
     data_yaml = out / "data.yaml"
     data_yaml.write_text(header + yaml.safe_dump(body, sort_keys=False))
     return data_yaml
 
 
-def _check_sizes(sizes: str) -> None:
+def _check_sizes(sizes: str, style: str = "default") -> None:
     if sizes not in SIZE_PROFILES:
         raise DataError(f"synthetic: sizes must be one of {', '.join(SIZE_PROFILES)}, got {sizes!r}")
+    if style not in STYLES:
+        raise DataError(f"synthetic: style must be one of {', '.join(STYLES)}, got {style!r}")
 
 
-def _write_sample(out: Path, seed: int, img: int, nc: int, sizes: str, task: tuple[int, int]) -> None:
+def _write_sample(out: Path, seed: int, img: int, nc: int, sizes: str, style: str, task: tuple[int, int]) -> None:
     split_id, i = task
     split = ("train", "val")[split_id]
-    image, boxes = render_sample(np.random.default_rng([seed, split_id, i]), img, nc, sizes=sizes)
+    image, boxes = render_sample(np.random.default_rng([seed, split_id, i]), img, nc, sizes=sizes, style=style)
     write_png(out / "images" / split / f"{i:06d}.png", image)
     (out / "labels" / split / f"{i:06d}.txt").write_text(_label_text(boxes, img))
 
@@ -278,7 +321,7 @@ def synthetic_cache_root(cache_dir: str | Path | None = None) -> Path:
 
 def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512,
                       n_val: int = 128, img: int = 256, seed: int = 0,
-                      nc: int = DEFAULT_NC, sizes: str = "all") -> Path:
+                      nc: int = DEFAULT_NC, sizes: str = "all", style: str = "default") -> Path:
     """The data.yaml of the synthetic dataset with these parameters, generated once and cached.
 
     The folder is ``<cache root>/synthetic-<hash of the parameters>``; it is generated in a
@@ -286,11 +329,13 @@ def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512
     dataset (the loser of a race discards its copy).
     """
     _check_params(n_train, n_val, img, seed, nc)
-    _check_sizes(sizes)
+    _check_sizes(sizes, style)
     params = dict(n_train=n_train, n_val=n_val, img=img, seed=seed, nc=nc,
                   version=GENERATOR_VERSION)
     if sizes != "all":             # the default's cache key is unchanged
         params["sizes"] = sizes
+    if style != "default":
+        params["style"] = style
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     root = synthetic_cache_root(cache_dir)
     final = root / f"synthetic-{key}"
@@ -303,7 +348,7 @@ def synthetic_dataset(cache_dir: str | Path | None = None, *, n_train: int = 512
         raise DataError(f"cannot create the synthetic dataset cache ({e.strerror})",
                         where=str(root)) from None
     try:
-        generate_synthetic(tmp, n_train, n_val, img, seed, nc, sizes=sizes)
+        generate_synthetic(tmp, n_train, n_val, img, seed, nc, sizes=sizes, style=style)
         os.rename(tmp, final)
     except OSError:
         if not (final / "data.yaml").is_file():

@@ -172,7 +172,7 @@ def test_large_profile_draws_only_large_objects(tmp_path):
     large, default = sides("large"), sides("all")
     assert len(large) >= 24 and np.median(large) > 0.25 and (large < 0.06).sum() == 0
     assert (default < 0.06).sum() > 0
-    with pytest.raises(DataError, match="sizes must be one of all, large"):
+    with pytest.raises(DataError, match="sizes must be one of all, large, medium"):
         generate_synthetic(tmp_path / "bad", n_train=1, n_val=1, img=64, sizes="huge")
 
 
@@ -182,3 +182,37 @@ def test_synthetic_large_is_a_data_source(tmp_path, monkeypatch):
     monkeypatch.setenv("Y7NAS_CACHE", str(tmp_path))
     cfg = load_data_config("synthetic-large")
     assert cfg.nc == 3 and "large objects only" in cfg.source.read_text()
+
+
+def test_the_alt_style_is_other_data_with_tight_boxes(tmp_path, monkeypatch):
+    """``synthetic-alt``, the confirmation set: the last three shapes (named so in data.yaml), a
+    textured background unlike the default's, medium objects (8-35 % of the side, up to 42 % along the longer edge of an elongated one), and every
+    drawn object still labelled with a tight box (plain background, single objects)."""
+    import numpy as np
+    import yaml
+
+    from nas.data import generate_synthetic, load_data_config
+    from nas.data._synthetic import class_shapes, render_sample
+    from nas.errors import DataError
+
+    monkeypatch.setenv("Y7NAS_CACHE", str(tmp_path / "cache"))
+    cfg = load_data_config("synthetic-alt")
+    assert cfg.nc == 3 and list(cfg.names) == ["cross", "ring", "diamond"] == list(class_shapes(3, "alt"))
+    assert "medium objects only, alt style" in cfg.source.read_text()
+    assert load_data_config("synthetic-large").source.parent != cfg.source.parent
+    rows = [line.split() for f in sorted((cfg.source.parent / "labels" / "train").glob("*.txt"))[:40]
+            for line in f.read_text().splitlines()]
+    sides = np.array([max(float(r[3]), float(r[4])) for r in rows])
+    assert len(sides) >= 40 and (sides <= 0.42).all() and np.median(sides) > 0.08 and (sides < 0.03).sum() == 0
+    for seed in range(6):       # one object on a plain background: the box is exactly its pixels
+        image, boxes = render_sample(np.random.default_rng(seed), 96, 3, plain=True, max_objects=1,
+                                     min_objects=1, sizes="medium", style="alt")
+        ys, xs = np.nonzero((image != image[0, 0]).any(-1))
+        assert boxes.tolist() == [[boxes[0, 0], xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]
+    alt, default = (render_sample(np.random.default_rng(0), 128, 3, style=s)[0] for s in ("alt", "default"))
+    assert not np.array_equal(alt, default)
+    data = yaml.safe_load((generate_synthetic(tmp_path / "a", n_train=2, n_val=1, img=64, nc=2, workers=0,
+                                              style="alt")).read_text())
+    assert data["names"] == ["ring", "diamond"]
+    with pytest.raises(DataError, match="style must be one of default, alt"):
+        generate_synthetic(tmp_path / "bad", n_train=1, n_val=1, img=64, style="noir")
