@@ -270,7 +270,12 @@ def _finalists_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[s
     hooks.finalists(result)
     if not any(row["map50_95"] is not None for row in result.rows):
         raise RunError(f"every finalist of study {cfg.study!r} failed to train (see {result.csv_path})")
-    return {"finalists_csv": str(result.csv_path), "finalists_json": str(result.json_path)}
+    from nas.search import hand_design_verdict
+
+    shown = ("role", "name", "number", "map50", "map50_95", "latency_ms", "gflops", "params", "init")
+    return {"finalists_csv": str(result.csv_path), "finalists_json": str(result.json_path),
+            "side_by_side": [{k: row.get(k) for k in shown} for row in result.rows],
+            "verdict": hand_design_verdict(result)}
 
 
 def best_finalist(rows, constraints: Mapping[str, float]) -> dict[str, Any]:

@@ -382,12 +382,23 @@ def report_data(study: str, stored: Mapping[str, Any], rows: Sequence[Mapping[st
         "commands": ([run_command(study, run, results_dir=results_dir)] if run else [])
         + reproduce_commands(study, stored, budget, results_dir=results_dir, storage=storage, finalists=finalists),
         "counts": counts, "columns": columns, "dimensions": dims, "trials": trials,
-        "chart": chart_data(rows, objectives, references or {}, title=f"study {study}",
-                            constraints=stored.get("constraints")),
+        "chart": chart_data(rows, objectives, {**(references or {}), **hand_design_reference(finalists)},
+                            title=f"study {study}", constraints=stored.get("constraints")),
         "finalists": dict(finalists) if finalists else None, "family": dict(family) if family else None,
         "pruning": pruning_data(rows, stored, pruning),
     })
 
 
-__all__ = ["SETTING_LABELS", "chart_data", "family_data", "plain", "pruning_data", "report_data",
+def hand_design_reference(finalists: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    """The finalists' hand design as a chart reference, ``{"<name> (hand design)": metrics}``
+    (measured like a trial: :func:`nas.search.train_finalists`); empty without one."""
+    rows = (finalists or {}).get("rows") or []
+    base = next((r for r in rows if r.get("role") == "baseline"), None)
+    if base is None:
+        return {}
+    return {f"{base['name']} (hand design)": {k: float(v) for k, v in base.items()
+                                              if k in (*OBJECTIVES, *_COST_COLUMNS) and _finite(v)}}
+
+
+__all__ = ["SETTING_LABELS", "chart_data", "hand_design_reference", "family_data", "plain", "pruning_data", "report_data",
            "reproduce_commands", "run_command", "settings_rows", "table_columns", "trial_entries", "trial_status"]

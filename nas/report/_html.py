@@ -138,12 +138,10 @@ def finalists_section(data: Mapping[str, Any]) -> str:
                  f"({choice.get('in_band', '?')} candidates in it), best by {choice.get('estimator')}")
     else:
         where = f"a {fin.get('front_size', '?')}-trial front"
-    hand = " and the hand design (same recipe; never chosen)" if s.get("baseline") else ""
-    detail = (f"{searched} finalist(s) from {where}{hand}, {how} (the hand design: from inherited weights when "
-              f"it is in the space, else from scratch) {s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px "
-              f"on {s.get('subset') or 'all'} images" if hand else
-              f"{searched} finalist(s) from {where}, {how} {s.get('epochs', '?')} epoch(s) at {s.get('img', '?')} px "
-              f"on {s.get('subset') or 'all'} images")
+    hand = " and the hand design (same recipe; never chosen; its init column says how it started)" \
+        if s.get("baseline") else ""
+    detail = (f"{searched} finalist(s) from {where}{hand}, {how} {s.get('epochs', '?')} epoch(s) at "
+              f"{s.get('img', '?')} px on {s.get('subset') or 'all'} images")
     verdict = hand_design_verdict(rows)
     verdict_html = f'<p class="verdict"><strong>{escape(verdict[0].upper() + verdict[1:])}.</strong></p>' if verdict else ""
     links = {t["number"]: t.get("links") or {} for t in data["trials"]}

@@ -184,11 +184,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         if not flat.with_name(flat.stem + ".genome.yaml").is_file():
             write_model_files(by_number[p["number"]], flat, study)
     if baseline is not None:
-        from nas.search._band import deploy_costs
-
-        meter = cfg.latency_meter() if cfg.needs_latency else None
-        costs = deploy_costs(baseline, cfg.img, meter)
-        entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(), **costs},
+        entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(),
+                                                    **_baseline_metrics(cfg, baseline, space, threads, progress)},
                         baseline))
     shared = None              # the supernet, loaded at the first finalist and kept for the others
     say = progress or (lambda line: None)
@@ -253,6 +250,24 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     return FinalistsResult(study=study, fidelity=cfg.fidelity, objectives=objectives,
                            map_objectives=map_objectives, front_size=len(front), settings=settings,
                            rows=tuple(rows), csv_path=csv_path, json_path=json_path)
+
+
+def _baseline_metrics(cfg: Any, genome: Any, space: Any, threads: int | None,
+                      progress: Callable[[str], None] | None) -> dict[str, float]:
+    """The hand design measured like a trial of the study (costs and its search score, so it has
+    a place on the study's chart); only its costs when the study's fidelity cannot score it (a
+    one-shot supernet that does not hold it), with one line saying why."""
+    from nas.search._band import deploy_costs
+    from nas.search._runner import Evaluator
+
+    try:
+        evaluator = Evaluator(cfg, threads, space)
+        evaluator.prepare()
+        return dict(evaluator.measure(genome))
+    except NasError as exc:
+        (progress or (lambda line: None))(f"hand design: no {cfg.fidelity} score ({str(exc).splitlines()[0]}); "
+                                          f"its costs only")
+        return deploy_costs(genome, cfg.img, cfg.latency_meter() if cfg.needs_latency else None)
 
 
 def finalists_columns(objectives: Sequence[str]) -> list[str]:

@@ -111,6 +111,10 @@ def test_run_resumes_after_kill_9_and_finishes_every_stage(finished_run):
     best = max((r for r in rows["searched"] if r["map50_95"] is not None), key=lambda r: r["map50_95"])
     assert base == best["number"] and best["gflops"] <= BUDGET
     assert (study / "models" / f"trial_{base}.genome.yaml").is_file()   # a pick off the front too
+    side = stages["finalists"]["outputs"]["side_by_side"]                 # --json: side by side
+    assert [r["role"] for r in side] == ["searched", "searched", "baseline"]
+    assert side[-1]["name"] == hand["name"] and side[-1]["map50_95"] == hand["map50_95"]
+    assert stages["finalists"]["outputs"]["verdict"].startswith("the best searched finalist (trial ")
     with open(study / "family" / "family.csv", newline="") as f:
         family = list(csv.DictReader(f))
     assert float(family[0]["phi"]) == 0 and len(family) >= 2

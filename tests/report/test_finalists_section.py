@@ -32,7 +32,7 @@ def _data(fin: dict) -> dict:
 def test_the_section_says_how_they_were_chosen_and_that_the_hand_design_won():
     html = finalists_section(_data(_payload(hand_map=0.170)))
     assert "2 finalist(s) from the band 0.85-1 x the budget gflops &lt;= 0.02 (11 candidates in it), best by score" in html
-    assert "and the hand design (same recipe; never chosen)" in html
+    assert "and the hand design (same recipe; never chosen; its init column says how it started)" in html
     assert ("The best searched finalist (trial 7, mAP@0.5:0.95 0.1500) loses to the hand design "
             "(yolov7-tiny (relu) phi=-9.10, 0.1700) by -0.0200; the hand design won this comparison.") in html
     assert html.count("<tr>") == 1 + 3           # header, two searched finalists, the hand design

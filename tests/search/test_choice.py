@@ -136,6 +136,13 @@ def test_band_finalists_and_the_hand_design_side_by_side(budget_study, tiny_data
     assert all(r["gflops"] <= budget.limit for r in searched) and all(r["role"] == "searched" for r in searched)
     assert base["role"] == "baseline" and base["name"] == "hand" and base["number"] is None
     assert base["gflops"] == pytest.approx(architecture_cost(baseline, "gflops", 64)) and base["init"] == "scratch"
+    # measured like a trial (its zero-cost score too), so the report puts it on the study's chart
+    from nas.report._data import hand_design_reference
+    from nas.search._runner import Evaluator
+
+    assert base["score"] == pytest.approx(Evaluator(cfg, 1).measure(baseline)["score"])
+    assert hand_design_reference({"rows": list(result.rows)}) == {
+        "hand (hand design)": {"score": base["score"], "gflops": base["gflops"], "params": base["params"]}}
     assert 0 <= base["map50_95"] <= 1 and result.rows[-1] is base
     choice = result.settings["choice"]
     assert choice["by"] == "band" and choice["budget"] == {"metric": "gflops", "limit": budget.limit}

@@ -4,7 +4,6 @@ dropped."""
 from __future__ import annotations
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cli import app
@@ -20,12 +19,7 @@ CALIB = 8
 LABEL = "yolov7-tiny (relu, one-shot score)"   # the preset is LeakyReLU; the supernet is ReLU
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

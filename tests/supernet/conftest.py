@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from search_spaces import get_space
 
@@ -10,12 +9,9 @@ NC = 3
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread (a shared 2-core machine runs 2 spinning threads far slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every supernet test on one thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="session")
