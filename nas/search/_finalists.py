@@ -260,10 +260,13 @@ def _baseline_metrics(cfg: Any, genome: Any, space: Any, threads: int | None,
     from nas.search._band import deploy_costs
     from nas.search._runner import Evaluator
 
+    from nas.data import scan_reporter
+
     try:
-        evaluator = Evaluator(cfg, threads, space)
-        evaluator.prepare()
-        return dict(evaluator.measure(genome))
+        with scan_reporter(None):     # the finalists' own training reports the splits it reads
+            evaluator = Evaluator(cfg, threads, space)
+            evaluator.prepare()
+            return dict(evaluator.measure(genome))
     except NasError as exc:
         (progress or (lambda line: None))(f"hand design: no {cfg.fidelity} score ({str(exc).splitlines()[0]}); "
                                           f"its costs only")
