@@ -60,6 +60,8 @@ _ESTIMATOR_HELP = "How the band's candidates are ranked: score, params or score+
 _BASELINE_HELP = ("Hand design trained beside the finalists with the same recipe: 'preset' (the space's, "
                   "compound-scaled down to the budget), a preset name, a YAML file, or 'none'.")
 _LATENCY_TABLE_HELP = "Predict latency from this latency table instead of timing (its device/threads/versions)."
+#: what every --data accepts: the embedded synthetic sets (nas.data.SYNTHETIC_SOURCES) or a data YAML
+_DATA_HELP = "'synthetic', 'synthetic-large', 'synthetic-alt' or a YOLO data.yaml path"
 
 
 # ----------------------------------------------------------------------------- presets
@@ -219,7 +221,7 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           fidelity: str = typer.Option("zero-cost", "--fidelity", help="Grid-search score: zero-cost (proxy on one "
                                        "batch) or proxy (short training; val mAP@0.5:0.95 of each phi=1 member "
                                        "trained at its own input size)."),
-          data: str = typer.Option("synthetic", "--data", help="Data YAML (or 'synthetic') for the grid-search score "
+          data: str = typer.Option("synthetic", "--data", help=_DATA_HELP + ": the grid-search score's data "
                                    "(zero-cost batch, proxy training and validation)."),
           proxy_epochs: int = typer.Option(5, "--proxy-epochs", help="Epochs per grid point (--fidelity proxy)."),
           proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per grid point (--fidelity proxy)."),
@@ -405,7 +407,7 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            seed: int = typer.Option(0, "--seed", help="Seed of the sampler and the proxies."),
            img: Optional[int] = typer.Option(None, "--img", help="Square input size (multiple of 32; default "
                                              "320, or the supernet's with --fidelity oneshot)."),
-           data: str = typer.Option("synthetic", "--data", help="'synthetic' or a data YAML (zero-cost/proxy/oneshot)."),
+           data: str = typer.Option("synthetic", "--data", help=_DATA_HELP + " (zero-cost/proxy/oneshot)."),
            max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Constraint: latency ms."),
            max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Constraint: GFLOPs."),
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
@@ -574,7 +576,7 @@ def _inherited(path: Path, source, device: str):
 
 @app.command("train")
 def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML or preset name."),
-              data: str = typer.Option(..., "--data", help="Data YAML (YOLOv5/v7 style) or 'synthetic'."),
+              data: str = typer.Option(..., "--data", help=_DATA_HELP + " (YOLOv5/v7 style)."),
               epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
               img: int = typer.Option(256, "--img", help="Square input size (multiple of 32)."),
               batch: int = typer.Option(16, "--batch", help="Batch size."),
@@ -621,7 +623,7 @@ def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YA
 @app.command("val")
 def val_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML (e.g. RUN_DIR/model.yaml), genome YAML or preset."),
             weights: Path = typer.Option(..., "--weights", help="State dict from `y7nas train` (RUN_DIR/weights/last.pt)."),
-            data: str = typer.Option(..., "--data", help="Data YAML or 'synthetic'; its val split is scored."),
+            data: str = typer.Option(..., "--data", help=_DATA_HELP + "; its val split is scored."),
             img: int = typer.Option(256, "--img", help="Square input size (multiple of 32)."),
             batch: int = typer.Option(16, "--batch", help="Batch size."),
             conf: float = typer.Option(0.001, "--conf", help="Objectness/score threshold."),
@@ -780,7 +782,7 @@ def finalists(study: str = typer.Option(..., "--study", help="Study name."),
               epochs: int = typer.Option(5, "--epochs", help="Proxy-training epochs per finalist."),
               img: Optional[int] = typer.Option(None, "--img", help="Training size (default: the study's)."),
               subset: int = typer.Option(256, "--subset", help="Training images per finalist."),
-              data: Optional[str] = typer.Option(None, "--data", help="Data YAML or 'synthetic' "
+              data: Optional[str] = typer.Option(None, "--data", help=_DATA_HELP + " "
                                                  "(default: the study's)."),
               seed: Optional[int] = typer.Option(None, "--seed", help="Training seed (default: the study's)."),
               threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
@@ -819,7 +821,7 @@ def _run_hooks(as_json: bool):
 
 @app.command()
 def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
-        data: str = typer.Option("synthetic", "--data", help="'synthetic', 'synthetic-large', 'synthetic-alt' or a data YAML."),
+        data: str = typer.Option(..., "--data", help=_DATA_HELP + " (`y7nas demo`: synthetic-large)."),
         study: str = typer.Option(..., "--study", help="Run name (the folder results/<study>/)."),
         results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
         img: Optional[int] = typer.Option(None, "--img", help="Square input size (default 160 one-shot, else 320)."),
@@ -941,7 +943,7 @@ def _supernet_progress(as_json: bool, epochs: int):
 
 @supernet_app.command("train")
 def supernet_train(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
-                   data: str = typer.Option("synthetic", "--data", help="Data YAML or 'synthetic'."),
+                   data: str = typer.Option("synthetic", "--data", help=_DATA_HELP + "."),
                    output: Path = typer.Option(..., "-o", "--output", help="Supernet file (re-running resumes it)."),
                    epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
                    img: int = typer.Option(160, "--img", help="Square input size (multiple of 32); "
