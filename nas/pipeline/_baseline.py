@@ -3,7 +3,7 @@
 ``preset`` (the default) is the preset the space is built around; a preset name or a YAML file
 names another; ``none`` leaves it out. With the study's budget it is compound-scaled down until it
 fits (:mod:`scaling.baseline`), measured the way the study measures its trials (deploy form, the
-study's image size and latency settings). A one-shot study's hand design takes the supernet's
+study's deployment size and latency settings). A one-shot study's hand design takes the supernet's
 activation, so it can inherit weights like the finalists.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def study_baseline(spec: str, study_cfg: Any, space: Any, say: Callable[[str], N
     if budget is None:
         return name, genome
     meter = study_cfg.latency_meter() if budget.metric == "latency_ms" else None
-    cost = lambda g: deploy_costs(g, study_cfg.img, meter)[budget.metric]      # noqa: E731
+    cost = lambda g: deploy_costs(g, study_cfg.cost_img, meter)[budget.metric]      # noqa: E731
     before = cost(genome)
     genome, phi = fit_to_budget(genome, Coefficients(*COEFFICIENTS), cost, budget.limit)
     if phi < 0:

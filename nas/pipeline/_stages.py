@@ -34,13 +34,16 @@ BAND_POOL_DRAWS = 6 * BAND_POOL
 @dataclass(frozen=True)
 class RunConfig:
     """Everything ``y7nas run`` is asked (CLI options one to one). ``img=None``: 160 for the
-    one-shot fidelity (the supernet's size), else 320."""
+    one-shot fidelity (the supernet's size), else 320. ``img`` is the size the supernet and the
+    candidates are trained and scored at; ``deploy_img`` the size every cost (the budget, the
+    finalists' and the family's latency and GFLOPs) is measured at, ``img`` when not given."""
 
     study: str
     space: str
     data: str = "synthetic"
     results_dir: Path = Path("results")
     img: int | None = None
+    deploy_img: int | None = None
     max_latency: float | None = None
     max_gflops: float | None = None
     max_params: float | None = None
@@ -71,6 +74,12 @@ class RunConfig:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
         if self.img is None:
             object.__setattr__(self, "img", 160 if self.fidelity == "oneshot" else 320)
+        for name in ("img", "deploy_img"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 32 or value % 32):
+                raise RunError(f"--{name.replace('_', '-')} must be a positive multiple of 32 (the largest "
+                               f"stride), got {value!r}")
         for name in ("trials", "finalists", "finalist_epochs", "supernet_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -95,6 +104,11 @@ class RunConfig:
     @property
     def study_dir(self) -> Path:
         return self.results_dir / self.study
+
+    @property
+    def cost_img(self) -> int:
+        """Where costs are measured: ``--deploy-img``, else ``--img``."""
+        return self.deploy_img or self.img
 
     @property
     def supernet_path(self) -> Path:
@@ -184,7 +198,7 @@ def band_pool(cfg: RunConfig, space: Any, say: Callable[[str], None]) -> list[An
         return []
     budget, band = _budget(cfg), cfg.band or DEFAULT_BAND
     meter = search_config(cfg).latency_meter() if budget.metric == "latency_ms" else None
-    found = draw_in_band(space, budget, band, cfg.img, BAND_POOL, seed=cfg.seed, meter=meter,
+    found = draw_in_band(space, budget, band, cfg.cost_img, BAND_POOL, seed=cfg.seed, meter=meter,
                          max_draws=BAND_POOL_DRAWS)
     pool = [space.decode(params) for params in found]
     if len(pool) < 2:
@@ -201,7 +215,8 @@ def search_config(cfg: RunConfig):
 
     oneshot = cfg.fidelity == "oneshot"
     return SearchConfig(study=cfg.study, space=cfg.space, trials=cfg.trials, objectives=cfg.objectives,
-                        fidelity=cfg.fidelity, seed=cfg.seed, img=cfg.img, data=cfg.data,
+                        fidelity=cfg.fidelity, seed=cfg.seed, img=cfg.img, deploy_img=cfg.deploy_img,
+                        data=cfg.data,
                         max_latency=cfg.max_latency, max_gflops=cfg.max_gflops, max_params=cfg.max_params,
                         results_dir=cfg.results_dir, threads=cfg.threads, device=cfg.device,
                         workers=cfg.workers, latency_runs=cfg.latency_runs,
@@ -242,7 +257,10 @@ def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
 
     search_cfg, space = prepare_search(search_config(cfg))
     hooks.line(f"search: {cfg.trials} candidates, fidelity {cfg.fidelity}, objectives "
-               f"{','.join(search_cfg.objectives)}{_budget_text(cfg)}")
+               f"{','.join(search_cfg.objectives)}{_budget_text(cfg)}, scored at {cfg.img} px, costs at "
+               f"{cfg.cost_img} px")
+    if search_cfg.cost_size_note():
+        hooks.line(search_cfg.cost_size_note())
     progress = hooks.search_progress() if hooks.search_progress else None
     try:   # with a budget, then the targeted phase until the band holds the finalists
         summary = search_filling_band(search_cfg, space, cfg.band, cfg.finalists, progress=progress,
@@ -318,17 +336,17 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
     measure = Measurer(cfg.latency_runs, threads=cfg.latency_threads, device=cfg.device,
                        backend=cfg.latency_backend, table=cfg.latency_table)
-    base_gflops = measure.static(genome, cfg.img)[1]
+    base_gflops = measure.static(genome, cfg.cost_img)[1]
     metric, targets = family_targets(cfg, base_gflops)
-    base_cost = base_gflops if metric == "gflops" else measure.latency(genome, cfg.img)
+    base_cost = base_gflops if metric == "gflops" else measure.latency(genome, cfg.cost_img)
     reachable = tuple(t for t in targets if t > TARGET_MARGIN * base_cost)
     hooks.line(f"family of trial {best['number']} (mAP@0.5:0.95 {best['map50_95']:.4f}): phi 0 plus "
                f"{metric} targets {', '.join(f'{t:.4g}' for t in reachable) or 'none above its own cost'}")
-    phis = phis_for_budget(genome, coeffs, cfg.img, reachable, metric, measure) if reachable else ()
-    family = build_family(name, genome, coeffs, sorted({0.0, *phis}), cfg.img, measure)
+    phis = phis_for_budget(genome, coeffs, cfg.cost_img, reachable, metric, measure) if reachable else ()
+    family = build_family(name, genome, coeffs, sorted({0.0, *phis}), cfg.cost_img, measure)
     family = Family(family.name, family.coeffs, family.base_img, family.base, family.members,
                     tuple((metric, t, p) for t, p in zip(reachable, phis)))
-    png = draw_family(family_plot_data(family, preset_references(cfg.img, measure)))
+    png = draw_family(family_plot_data(family, preset_references(cfg.cost_img, measure)))
     out_dir = cfg.study_dir / "family"
     write_outputs(out_dir, family_files(family, png))
     hooks.family(family)
@@ -349,11 +367,11 @@ def _budget_text(cfg: RunConfig) -> str:
     return f"; budget {parts[0]}" if parts else ""
 
 
-_SEARCH_KEYS = ("space", "data", "img", "max_latency", "max_gflops", "max_params", "objectives",
+_SEARCH_KEYS = ("space", "data", "img", "deploy_img", "max_latency", "max_gflops", "max_params", "objectives",
                 "fidelity", "trials", "seed", "latency_runs", "latency_backend", "latency_threads",
                 "latency_table")
 #: The budget and its band (the supernet depends on them when its random sub-networks come from the band).
-_BUDGET_KEYS = ("max_latency", "max_gflops", "max_params", "band")
+_BUDGET_KEYS = ("max_latency", "max_gflops", "max_params", "band", "deploy_img")
 #: How latency is measured (with the device when a stage times it: :attr:`Stage.times_latency`).
 _LATENCY_KEYS = ("latency_runs", "latency_backend", "latency_threads", "latency_table")
 
@@ -368,10 +386,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("search", (*_SEARCH_KEYS, "activation", "band", "finalists"), _search_stage,
           times_latency=lambda cfg: search_config(cfg).needs_latency and cfg.latency_table is None),
     # trains the search's finalists on its data at its image size, seeded (one-shot: from the supernet)
-    Stage("finalists", ("space", "data", "img", "seed", "fidelity", "finalists", "finalist_epochs",
+    Stage("finalists", ("space", "data", "img", "deploy_img", "seed", "fidelity", "finalists", "finalist_epochs",
                         "finalist_subset", "band", "estimator", "baseline"), _finalists_stage),
-    # picks the best finalist within the budget, then times and counts the family at the image size
-    Stage("family", ("img", "max_latency", "max_gflops", "max_params", "family_targets", *_LATENCY_KEYS),
+    # picks the best finalist within the budget, then times and counts the family at the deployment size
+    Stage("family", ("img", "deploy_img", "max_latency", "max_gflops", "max_params", "family_targets", *_LATENCY_KEYS),
           _family_stage, times_latency=lambda cfg: cfg.latency_table is None),
     Stage("report", (), _report_stage),
 )

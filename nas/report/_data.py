@@ -22,7 +22,8 @@ from nas.search._pruning import pruning_summary
 #: study setting → label, in display order; settings not listed follow under their own names
 SETTING_LABELS = {
     "space": "search space", "space_signature": "space signature", "dimensions": "space dimensions",
-    "nc": "classes", "objectives": "objectives", "fidelity": "fidelity", "img": "image size (px)",
+    "nc": "classes", "objectives": "objectives", "fidelity": "fidelity", "img": "image size scored at (px)",
+    "deploy_img": "deployment size: costs measured at (px)",
     "data": "data", "constraints": "constraints", "sampler": "sampler", "seed": "seed",
     "budget": "trial budget", "population_size": "NSGA-II population", "device": "latency device",
     "latency_runs": "latency runs (median of)", "latency_warmup": "latency warm-up runs",
@@ -249,7 +250,7 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
         ("--space", stored.get("space")), ("--trials", budget), ("--study", study),
         ("--objectives", ",".join(stored.get("objectives", ()))), ("--fidelity", stored.get("fidelity")),
         ("--sampler", stored.get("sampler")), ("--seed", stored.get("seed")), ("--img", stored.get("img")),
-        ("--data", stored.get("data")), ("--max-latency", limits.get("latency_ms")),
+        ("--deploy-img", _deploy_img(stored)), ("--data", stored.get("data")), ("--max-latency", limits.get("latency_ms")),
         ("--max-gflops", limits.get("gflops")),
         ("--max-params", None if params is None else f"{params / 1e6:g}"),
         ("--device", stored.get("device") if stored.get("device") not in (None, "cpu") else None),
@@ -273,6 +274,12 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
     return commands
 
 
+def _deploy_img(stored: Mapping[str, Any]) -> int | None:
+    """The study's ``--deploy-img`` when it differs from its ``--img`` (else the default)."""
+    deploy = stored.get("deploy_img")
+    return None if deploy in (None, stored.get("img")) else deploy
+
+
 def _choice_flags(settings: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """How the finalists were chosen (finalists.json's settings), as ``y7nas finalists`` options."""
     choice = settings.get("choice") or {}
@@ -286,7 +293,8 @@ def _choice_flags(settings: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 
 #: ``y7nas run`` settings (run.json) → its options, in the order the command shows them.
-_RUN_FLAGS = (("space", "--space"), ("data", "--data"), ("img", "--img"), ("max_latency", "--max-latency"),
+_RUN_FLAGS = (("space", "--space"), ("data", "--data"), ("img", "--img"), ("deploy_img", "--deploy-img"),
+              ("max_latency", "--max-latency"),
               ("max_gflops", "--max-gflops"), ("max_params", "--max-params"), ("objectives", "--objectives"),
               ("fidelity", "--fidelity"), ("trials", "--trials"), ("finalists", "--finalists"),
               ("finalist_epochs", "--finalist-epochs"), ("band", "--band"), ("estimator", "--estimator"),

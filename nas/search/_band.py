@@ -91,7 +91,7 @@ def fill_band(cfg: SearchConfig, space: Any, budget: Budget, band: tuple[float, 
     meter = cfg.latency_meter() if budget.metric == "latency_ms" else None
     say(f"band {budget.describe(band)} holds {have} of the {wanted} finalists asked for: drawing "
         f"architectures of the space until {wanted - have} more fall in it")
-    found = draw_in_band(space, budget, band, cfg.img, wanted - have, hashes, cfg.seed, meter, max_draws)
+    found = draw_in_band(space, budget, band, cfg.cost_img, wanted - have, hashes, cfg.seed, meter, max_draws)
     for params in found:
         study.enqueue_trial(params)
     if found:

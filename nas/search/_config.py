@@ -29,7 +29,7 @@ CONSTRAINTS: Mapping[str, tuple[str, float]] = {
 }
 
 #: fields that define a study: reopening it with other values is refused
-STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "data",
+STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "deploy_img", "data",
                 "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img",
                 "supernet_sha", "oneshot_calib", "oneshot_val", "latency")
 
@@ -53,6 +53,11 @@ class SearchConfig:
     intra-op threads (default 1), whatever ``threads`` the workers score with, or predicted by
     the ``latency_table`` file. Those settings, the image size and the library versions are a
     study field (``latency``): a resumed run or a worker measuring otherwise is refused.
+
+    Two image sizes: ``img`` is the size candidates are scored (trained, one-shot evaluated) at;
+    ``deploy_img`` the size the user deploys at, where every cost (params, GFLOPs, latency, so
+    every budget) is measured. ``deploy_img=None`` measures the costs at ``img``
+    (:attr:`cost_img`; :meth:`cost_size_note` says so in one line).
     """
 
     study: str
@@ -64,6 +69,7 @@ class SearchConfig:
     workers: int = 1
     seed: int = 0
     img: int = 320
+    deploy_img: int | None = None
     data: str = "synthetic"
     max_latency: float | None = None
     max_gflops: float | None = None
@@ -111,6 +117,9 @@ class SearchConfig:
             raise SearchError(f"unknown sampler {self.sampler!r} (valid: {', '.join(SAMPLERS)})")
         if self.img < 32 or self.img % 32:
             raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {self.img}")
+        if self.deploy_img is not None and (self.deploy_img < 32 or self.deploy_img % 32):
+            raise SearchError(f"--deploy-img must be a positive multiple of 32 (the largest stride), "
+                              f"got {self.deploy_img}")
         if self.threads is not None and self.threads < 1:
             raise SearchError(f"--threads must be >= 1, got {self.threads}")
         if isinstance(self.latency_threads, bool) or not isinstance(self.latency_threads, int) \
@@ -173,6 +182,21 @@ class SearchConfig:
                             runs=self.latency_runs, warmup=self.latency_warmup, table=self.latency_table)
 
     @property
+    def cost_img(self) -> int:
+        """Input size every cost (params, GFLOPs, latency, the budget) is measured at:
+        ``--deploy-img``, else ``--img``."""
+        return self.deploy_img or self.img
+
+    def cost_size_note(self) -> str | None:
+        """One line when a budget or a cost objective is measured at the scoring size because no
+        ``--deploy-img`` was given; None otherwise."""
+        costs = (set(self.constraints) | set(self.objectives)) & {"gflops", "latency_ms"}  # params: any size
+        if self.deploy_img is not None or not costs:
+            return None
+        return (f"note: costs ({', '.join(sorted(costs))}) are measured at --img {self.img} px; pass "
+                f"--deploy-img N to measure them at the size you deploy at")
+
+    @property
     def train_img(self) -> int:
         """Input size of proxy training (``--proxy-img``, else ``--img``)."""
         return self.proxy_img or self.img
@@ -210,6 +234,7 @@ class SearchConfig:
             "objectives": list(self.objectives),
             "fidelity": self.fidelity,
             "img": self.img,
+            "deploy_img": self.cost_img,
             "data": self.data if _uses_data(self.fidelity) else None,
             "constraints": self.constraints,
             "device": self.device if self.needs_latency else None,
@@ -228,7 +253,7 @@ class SearchConfig:
             "seed": self.seed,
             "latency_runs": self.latency_runs,
             "latency_warmup": self.latency_warmup,
-            "latency": self.latency_meter().record(self.img) if self.needs_latency else None,
+            "latency": self.latency_meter().record(self.cost_img) if self.needs_latency else None,
             "latency_table": self.latency_table if self.needs_latency else None,
         }
 
@@ -258,7 +283,7 @@ class SearchConfig:
         values = dict(
             study=study, space=attrs["space"], trials=budget, objectives=tuple(attrs["objectives"]),
             fidelity=attrs["fidelity"], sampler=attrs.get("sampler"), seed=attrs.get("seed", 0),
-            img=attrs["img"], data=attrs.get("data") or "synthetic", nc=attrs["nc"],
+            img=attrs["img"], deploy_img=_deploy_img(attrs), data=attrs.get("data") or "synthetic", nc=attrs["nc"],
             space_signature=attrs.get("space_signature", ""),
             dimensions=tuple(attrs.get("dimensions", ())),
             device=attrs.get("device") or "cpu",
@@ -272,6 +297,12 @@ class SearchConfig:
             latency_table=attrs.get("latency_table"), **_latency_options(attrs), **limits)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _deploy_img(attrs: Mapping[str, Any]) -> int | None:
+    """The stored deployment size, None when it is the scoring size (or predates the field)."""
+    deploy = attrs.get("deploy_img")
+    return None if deploy in (None, attrs["img"]) else int(deploy)
 
 
 def _latency_options(attrs: Mapping[str, Any]) -> dict[str, Any]:

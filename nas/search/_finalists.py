@@ -270,7 +270,7 @@ def _baseline_metrics(cfg: Any, genome: Any, space: Any, threads: int | None,
     except NasError as exc:
         (progress or (lambda line: None))(f"hand design: no {cfg.fidelity} score ({str(exc).splitlines()[0]}); "
                                           f"its costs only")
-        return deploy_costs(genome, cfg.img, cfg.latency_meter() if cfg.needs_latency else None)
+        return deploy_costs(genome, cfg.cost_img, cfg.latency_meter() if cfg.needs_latency else None)
 
 
 def finalists_columns(objectives: Sequence[str]) -> list[str]:

@@ -150,10 +150,10 @@ class Evaluator:
             torch.manual_seed(self.cfg.seed)
             model = build_model(parse_cfg(expand(genome), source=f"genome {genome.genome_hash()}"))
         deploy = fuse(model).eval()
-        prof = profile_model(deploy, self.cfg.img)
+        prof = profile_model(deploy, self.cfg.cost_img)
         metrics: dict[str, float] = {"params": int(prof.params), "gflops": round(prof.gflops, 6)}
         if self.cfg.needs_latency:
-            metrics["latency_ms"] = round(self.meter.measure(deploy, self.cfg.img), 4)
+            metrics["latency_ms"] = round(self.meter.measure(deploy, self.cfg.cost_img), 4)
         monitor = monitor or TrialMonitor(self.cfg.objectives, self.cfg.proxy_epochs)
         if not monitor.start(metrics):
             return metrics
@@ -730,7 +730,7 @@ def reference_points(cfg: SearchConfig, study: Any, *,
                 note(f"note: preset {name} not on the chart: params {_fmt(size)}, the trials "
                      f"{_fmt(min(params))}-{_fmt(max(params))}")
                 continue
-            cheap = dict(_cheap_metrics(genome, cfg.img))
+            cheap = dict(_cheap_metrics(genome, cfg.cost_img))
             if _off_axes(cheap, ranges, rows, objectives):
                 note(f"note: preset {name} not on the chart: {_off_axes_text(cheap, rows, objectives)}")
                 continue
