@@ -1042,17 +1042,17 @@ def latency_table_build(space: str = typer.Option(..., "--space", help="Search s
                         seed: int = typer.Option(0, "--seed", help="Seed of the sampled architectures."),
                         runs: int = typer.Option(20, "--runs", help="Timed runs per layer (median)."),
                         warmup: int = typer.Option(3, "--warmup", help="Untimed runs per layer."),
-                        nc: int = typer.Option(80, "--nc", help="Classes of the detect head."),
                         as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
                         ) -> None:
     """Time every distinct layer a space produces at one size, once, on this device; calibrate the
-    layer sums on whole models. `--latency-table FILE` on search, scale and profile then predicts."""
+    layer sums on whole models. `--latency-table FILE` on search, scale and profile then predicts,
+    for any class count (detect heads are timed at 1, 20 and 80 classes and interpolated)."""
     from nas.latency._table import build_table
     from search_spaces import get_space
 
     lines = err if as_json else out
     with user_errors():
-        search_space = get_space(space, nc=nc)
+        search_space = get_space(space)
         on_progress, ctx = _table_progress(lines)
         with ctx:
             result = build_table(search_space, img, output, backend=backend, threads=threads, device=device,

@@ -10,30 +10,80 @@ in the form the backend runs it:
 * ``torch``: the module called eagerly on tensors of those shapes.
 
 The layer timers are registered by backend name in :data:`LAYER_TIMERS`.
+
+A detect head depends on the class count only through its output channels (``na·(5 + nc)`` per
+level: the 1×1 convs and the decode grow with them), so a table times it at the reference class
+counts :data:`HEAD_CLASS_COUNTS` (:meth:`LayerUse.with_classes`, :func:`layer_module`) and
+:func:`head_time` interpolates any other count from those measurements.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 from torch import nn
 
+from nas.build import LayerInfo
 from nas.errors import NasError
+from nas.fuse import fuse
 from nas.latency._backends import time_calls
 from nas.latency._onnx import DEFAULT_OPSET, PredictionsOnly, export_module, onnx_session
+from nas.registry import DETECT_NAMES, REGISTRY
 
-__all__ = ["LAYER_TIMERS", "LayerUse", "export_layer_onnx", "is_deploy_form", "layer_uses", "time_layer"]
+__all__ = ["HEAD_CLASS_COUNTS", "LAYER_TIMERS", "LayerUse", "export_layer_onnx", "head_time", "is_deploy_form",
+           "layer_module", "layer_uses", "time_layer"]
+
+#: class counts a table times every detect head at: one-class detectors, small custom data sets, COCO.
+HEAD_CLASS_COUNTS = (1, 20, 80)
 
 
 @dataclass(frozen=True)
 class LayerUse:
-    """One layer of a model: its index, table key and the (batch, C, H, W) of each input."""
+    """One layer of a model: its index, table key and the (batch, C, H, W) of each input; ``info``
+    is what the builder decided for it (block, arguments, repeats)."""
 
     index: int
     key: str
     inputs: tuple[tuple[int, int, int, int], ...]
     multi_input: bool
+    info: LayerInfo | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def classes(self) -> int | None:
+        """The class count of a detect head (its first argument); None for any other layer."""
+        return self.info.args[0] if self.info is not None and self.info.module in DETECT_NAMES else None
+
+    def with_classes(self, nc: int) -> "LayerUse":
+        """This detect head with ``nc`` classes: same anchors, input channels and input shapes."""
+        info = replace(self.info, args=(nc, *self.info.args[1:]))
+        return replace(self, key=layer_key(info.module, info.args, info.number, self.inputs), info=info)
+
+
+def head_time(nc: int, times: dict[int, float]) -> float:
+    """A detect head's ms at ``nc`` classes from its ms at the class counts of ``times`` (two or
+    more): linear in ``nc`` between the two neighbouring counts, the nearest segment continued
+    beyond the smallest or largest count (never below zero). More classes never run faster, and
+    timing noise only ever adds time, so a count's time above a larger count's is taken as that."""
+    counts = sorted(times)
+    times = dict(times)
+    for smaller, larger in zip(reversed(counts[:-1]), reversed(counts[1:])):
+        times[smaller] = min(times[smaller], times[larger])
+    upper = next((i for i, count in enumerate(counts) if count >= nc), len(counts) - 1)
+    lo, hi = counts[max(upper - 1, 0)], counts[max(upper, 1)]
+    slope = (times[hi] - times[lo]) / (hi - lo)
+    return max(times[lo] + slope * (nc - lo), 0.0)
+
+
+def layer_module(model: nn.Module, use: LayerUse) -> nn.Module:
+    """The module ``use`` times: ``model``'s layer, or for a detect head at another class count
+    than the model's a new head of that count (same block, anchors, channels, strides), fused."""
+    layer = model.layers[use.index]
+    if use.classes is None or use.classes == layer.nc:
+        return layer
+    head = REGISTRY[use.info.module].factory(*use.info.args)
+    head.set_stride(layer.stride.cpu())
+    return fuse(head, inplace=True).to(layer.stride.device)
 
 
 def _source(i: int, s: int) -> int:
@@ -61,7 +111,7 @@ def layer_uses(model: nn.Module, img: int, batch: int = 1, in_channels: int = 3)
                                f"at {img} px: the image size must be a multiple of {model.input_multiple}")
             shapes.append((batch, info[src].out_channels, int(side), int(side)))
         uses.append(LayerUse(i, layer_key(layer.module, layer.args, layer.number, shapes), tuple(shapes),
-                             model.multi_input[i]))
+                             model.multi_input[i], layer))
     return uses
 
 

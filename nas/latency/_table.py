@@ -5,7 +5,7 @@ A table is one plain JSON file (:data:`TABLE_FORMAT`, version :data:`TABLE_VERSI
     {"format": "y7nas-latency-table", "version": 1,
      "meta": {"device": "cpu", "device_name": ..., "host": ..., "backend": "onnxruntime",
               "threads": 1, "versions": {...}, "img": 160, "batch": 1, "space": "yolov7-tiny",
-              "nc": 80, "runs": 20, "warmup": 3, "created": "2025-...Z"},
+              "nc": 80, "head_class_counts": [1, 20, 80], "runs": 20, "warmup": 3, "created": "2025-...Z"},
      "calibration": {"curve": "power", "a": 1.1, "b": 1.2, "call_overhead_ms": 0.004,
                      "points": [...], ...},
      "coverage": {...},
@@ -21,6 +21,13 @@ when the table is built; the calibration maps Σ to latency by the curve, ``a·�
 ``a·Σ^b``, that predicts a few whole models timed then (the preset, the space's smallest and
 largest architectures, 6 random ones) with the lower leave-one-out error. It absorbs what
 running the layers in one graph saves or costs (cold caches: larger models lose more).
+
+A table answers for any class count: a detect head depends on it only through its output
+channels, so every head is timed at ``meta.head_class_counts`` classes (1, 20, 80) and a head of
+another count is interpolated linearly between the two neighbouring counts (beyond 80: the 20–80
+segment continued; :func:`nas.latency._layers.head_time`). A head timed at its own class count
+(a table written before this record timed heads at its ``meta.nc`` only) uses that time. ``meta.nc``
+is the class count of the calibration models.
 
 :func:`build_table` samples architectures of a search space, times every distinct layer once and
 calibrates; :func:`load_table` reads and validates a table. A layer missing from a loaded table is
@@ -65,7 +72,8 @@ from nas.errors import NasError
 from nas.expand import expand
 from nas.fuse import fuse
 from nas.latency._backends import get_backend
-from nas.latency._layers import LAYER_TIMERS, LayerUse, is_deploy_form, layer_uses, time_layer
+from nas.latency._layers import (HEAD_CLASS_COUNTS, LAYER_TIMERS, LayerUse, head_time, is_deploy_form, layer_module,
+                                 layer_uses, time_layer)
 
 __all__ = ["FINGERPRINT_FIELDS", "TABLE_FORMAT", "TABLE_VERSION", "BuildResult", "LatencyTable", "TableError",
            "build_table", "fingerprint_key", "load_table", "machine_fingerprint"]
@@ -125,15 +133,44 @@ class LatencyTable:
             raise TableError(f"{self.name}: the table predicts deploy-form models; fuse the model first "
                              f"(nas.fuse.fuse)")
         uses = layer_uses(model, img, batch=self.meta["batch"])
-        missing = [u for u in uses if u.key not in self.layers]
+        missing = self._lacking(uses)
         if missing:
             self._add_missing(model, missing, img)
         overhead = self.calibration.get("call_overhead_ms", 0.0)
-        return sum(max(self.layers[u.key] - overhead, 0.0) for u in uses)
+        return sum(max(self.layer_ms(u) - overhead, 0.0) for u in uses)
+
+    def layer_ms(self, use: LayerUse) -> float:
+        """The table's time of one layer alone: its own, or for a detect head without one at its
+        class count, interpolated from the head's times at :attr:`head_class_counts` (:func:`head_time`)."""
+        if use.key in self.layers:
+            return self.layers[use.key]
+        return head_time(use.classes, {need.classes: self.layers[need.key] for need in self.needs(use)})
+
+    def needs(self, use: LayerUse) -> list[LayerUse]:
+        """The timed layers the time of ``use`` reads: ``use`` itself, or for a detect head the table
+        has no time for at its own class count, the same head at each of :attr:`head_class_counts`."""
+        if use.classes is None or use.key in self.layers:
+            return [use]
+        return [use.with_classes(nc) for nc in self.head_class_counts]
+
+    @property
+    def head_class_counts(self) -> tuple[int, ...]:
+        """The class counts detect heads are timed at (meta's; a table older than that record: the
+        current :data:`HEAD_CLASS_COUNTS`)."""
+        return tuple(self.meta.get("head_class_counts", HEAD_CLASS_COUNTS))
 
     def missing(self, model: nn.Module, img: int) -> list[LayerUse]:
-        """The layers of ``model`` at ``img`` px the table has no time for (nothing is timed)."""
-        return [u for u in layer_uses(model, img, batch=self.meta["batch"]) if u.key not in self.layers]
+        """The layers the table lacks to predict ``model`` at ``img`` px, each once (nothing is
+        timed): for a detect head, the head at the class counts it is timed at."""
+        return self._lacking(layer_uses(model, img, batch=self.meta["batch"]))
+
+    def _lacking(self, uses: list[LayerUse]) -> list[LayerUse]:
+        lacking: dict[str, LayerUse] = {}
+        for use in uses:
+            for need in self.needs(use):
+                if need.key not in self.layers:
+                    lacking.setdefault(need.key, need)
+        return list(lacking.values())
 
     @property
     def identity(self) -> str:
@@ -182,17 +219,28 @@ class LatencyTable:
         if not self.writable:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise TableError(f"{self.name} has no time for layer {first.index} {first.key}{more} and the file "
-                             f"is not writable, so it cannot be measured and added: extend the table on "
-                             f"its device (y7nas latency-table build ... -o {self.path.name})")
+                             f"is not writable, so it cannot be measured and added{self._head_note(model, missing)}: "
+                             f"extend the table on its device (y7nas latency-table build ... -o {self.path.name})")
         here = self.check_machine(f"cannot time {count} it lacks (first: layer {first.index}) here")
         with self._locked():
             self._merge_from_disk(self.path)  # what sibling processes added while this one waited
             for use in missing:
                 if use.key not in self.layers:
-                    self._record(use.key, self.time(model.layers[use.index], use), here)
+                    self._record(use.key, self.time(layer_module(model, use), use), here)
                     self.added += 1
             if self.path is not None:
                 self.save()
+
+    def _head_note(self, model: nn.Module, missing: list[LayerUse]) -> str:
+        """Why a head at another class count than ``model``'s is missing ("" when none is)."""
+        head = next((u for u in missing if u.classes is not None and u.classes != model.layers[u.index].nc), None)
+        if head is None:
+            return ""
+        counts = ", ".join(map(str, self.head_class_counts))
+        older = ("; this table was written by an older y7nas that timed heads at its --nc only: rebuild it"
+                 if "head_class_counts" not in self.meta else "")
+        return (f" (a detect head is timed at {counts} classes and interpolated to the model's "
+                f"{model.layers[head.index].nc}{older})")
 
     def check_machine(self, doing: str = "cannot time layers into it here") -> dict:
         """This machine's fingerprint for the table's device, backend and threads, when it is the
@@ -407,6 +455,11 @@ def _from_dict(doc: Any, where: str) -> LatencyTable:
     for name in ("threads", "img", "batch", "runs"):
         if meta[name] < 1:
             raise TableError(f"{where}: meta.{name} must be ≥ 1, got {meta[name]}")
+    counts = meta.get("head_class_counts", HEAD_CLASS_COUNTS)  # absent in tables that keyed heads by --nc
+    if not (isinstance(counts, (list, tuple)) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                                      for n in counts) and len(set(counts)) >= 2):
+        raise TableError(f"{where}: meta.head_class_counts must be a list of two or more distinct class counts "
+                         f"≥ 1, got {counts!r}")
     calibration = doc.get("calibration")
     if not isinstance(calibration, dict) or not all(_is_number(calibration.get(k)) for k in ("a", "b")):
         raise TableError(f"{where}: calibration must be an object with numbers a and b")
@@ -496,8 +549,7 @@ def _built(genome, source: str):
 def _time_new_layers(table: LatencyTable, model: nn.Module, img: int, here: dict) -> None:
     """Time the layers of ``model`` (as built) the table lacks, each fused alone, on ``here``."""
     for use in table.missing(model, img):
-        if use.key not in table.layers:
-            table._record(use.key, table.time(fuse(model.layers[use.index]), use), here)
+        table._record(use.key, table.time(fuse(layer_module(model, use)), use), here)
 
 
 def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime", threads: int = 1,
@@ -508,6 +560,8 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     preset) at ``img`` px, calibrate on ``calibration_models`` more plus the preset and the
     space's smallest and largest architectures (:func:`extreme_genomes`), estimate
     coverage on ``holdout`` further architectures (not timed), and write the table to ``output``.
+    Detect heads are timed at :data:`HEAD_CLASS_COUNTS` classes whatever ``space.nc`` (the class
+    count of the calibration models), so the table predicts models of any class count.
 
     An existing table at ``output`` measured by this machine (same fingerprint: host, CPU/GPU,
     backend, device, threads, library versions) at the same ``img`` is extended: its layers are
@@ -522,7 +576,8 @@ def build_table(space, img: int, output: str | Path, backend: str = "onnxruntime
     output = Path(output)
     progress = progress or (lambda *a: None)
     here = machine_fingerprint(dev, backend, threads)
-    meta = {**here, "img": img, "batch": 1, "space": space.name, "nc": space.nc, "runs": runs, "warmup": warmup,
+    meta = {**here, "img": img, "batch": 1, "space": space.name, "nc": space.nc,
+            "head_class_counts": list(HEAD_CLASS_COUNTS), "runs": runs, "warmup": warmup,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     signature = getattr(space, "signature", None)
     if signature is not None:
@@ -676,7 +731,7 @@ def _coverage(table: LatencyTable, space, count: int, seed: int, img: int, progr
     hits = total = complete = 0
     for i, genome in enumerate(_genomes(space, count, seed)):
         uses = layer_uses(_built(genome, f"{space.name} holdout {i}"), img)
-        found = sum(u.key in table.layers for u in uses)
+        found = sum(not table._lacking([u]) for u in uses)
         hits, total, complete = hits + found, total + len(uses), complete + (found == len(uses))
         progress("coverage", i + 1, count, len(table.layers))
     return {"holdout_architectures": count,

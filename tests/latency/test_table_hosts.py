@@ -24,6 +24,7 @@ from nas.build import build_model
 from nas.cfg import parse_cfg
 from nas.expand import expand
 from nas.fuse import fuse
+from nas.latency._layers import layer_uses
 from nas.latency._table import (FINGERPRINT_FIELDS, TableError, build_table, fingerprint_key, load_table,
                                 machine_fingerprint)
 from search_spaces import get_space
@@ -37,11 +38,28 @@ def deploy(genome):
     return fuse(build_model(parse_cfg(expand(genome), source="test")).eval(), inplace=True)
 
 
-def sampled(nc: int = 80):
-    """The first architecture the table's build sampled (seed 0), with an ``nc``-class head: every
-    layer is in the table but the detect head when ``nc`` is not 80."""
-    space = get_space(SPACE, nc=nc)
-    return deploy(space.decode(space.sample_params(random.Random(0))))
+def sampled(seed: int = 0):
+    """The first architecture the table's build sampled (seed 0) or calibrated on (seed 1): every
+    layer is in the table."""
+    space = get_space(SPACE)
+    return deploy(space.decode(space.sample_params(random.Random(seed))))
+
+
+def own_layer(seed: int = 0, other: int = 1) -> str:
+    """The key of the first layer of architecture ``seed`` that architecture ``other`` lacks."""
+    theirs = {use.key for use in layer_uses(sampled(other), IMG)}
+    return next(use.key for use in layer_uses(sampled(seed), IMG) if use.key not in theirs)
+
+
+def without(key: str, edit=None):
+    """An edit of a table file's JSON that drops layer ``key`` (then applies ``edit``): ``sampled()``
+    then lacks exactly that layer."""
+    def drop(doc):
+        del doc["layers"][key]
+        doc.get("timed_on", {}).pop(key, None)
+        if edit is not None:
+            edit(doc)
+    return drop
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +105,11 @@ def test_a_table_records_the_machine_that_timed_each_layer(built):
 
 
 def test_layers_added_later_record_the_machine_and_the_lock_file_is_beside_the_table(built, tmp_path):
-    path = copy_of(built, tmp_path)
+    path = copy_of(built, tmp_path, without(own_layer()))
     table = load_table(path)
-    model = sampled(nc=3)
+    model = sampled()
     missing = table.missing(model, IMG)
-    assert [u.key.split("(")[0] for u in missing] == ["IDetect"]
+    assert [u.key for u in missing] == [own_layer()]
     table.predict(model, IMG)
     again = load_table(path)
     assert table.added == 1 and not again.missing(model, IMG)
@@ -105,10 +123,10 @@ def test_layers_added_later_record_the_machine_and_the_lock_file_is_beside_the_t
     ("versions", {"torch": "2.1.0", "onnx": "1.15.0", "onnxruntime": "1.16.3"}, "onnxruntime 1.16.3"),
 ])
 def test_missing_layers_are_refused_on_another_machine(built, tmp_path, field, value, shown):
-    path = copy_of(built, tmp_path, lambda doc: doc["meta"].update({field: value}))
-    assert not load_table(path).missing(sampled(), IMG)  # what it has still predicts
-    load_table(path).predict(sampled(), IMG)
-    message = one_line_error(path, sampled(nc=3))
+    path = copy_of(built, tmp_path, without(own_layer(), lambda doc: doc["meta"].update({field: value})))
+    assert not load_table(path).missing(sampled(1), IMG)  # what it has still predicts
+    load_table(path).predict(sampled(1), IMG)
+    message = one_line_error(path, sampled())
     here = machine_fingerprint("cpu", "onnxruntime", 1)
     assert "it was measured on " in message and shown in message and f"this machine is {here['host']!r}" in message
     assert f"(differs in {field})" in message and "y7nas latency-table build" in message
@@ -121,11 +139,11 @@ def test_an_older_table_that_records_no_machine_takes_no_new_layers(built, tmp_p
             doc.pop(name)
         doc["meta"].pop("host")
 
-    path = copy_of(built, tmp_path, older)
+    path = copy_of(built, tmp_path, without(own_layer(), older))
     table = load_table(path)
     assert table.fingerprint is None and table.layer_host(next(iter(table.layers))) is None
-    assert table.predict(sampled(), IMG) > 0  # complete models still predict
-    message = one_line_error(path, sampled(nc=3))
+    assert table.predict(sampled(1), IMG) > 0  # complete models still predict
+    message = one_line_error(path, sampled())
     assert "records no machine it was measured on" in message and "rebuild it on its device" in message
 
 
@@ -134,9 +152,9 @@ def test_an_older_table_of_this_machine_still_grows_and_records_the_new_layers(b
         for name in ("hosts", "timed_on"):
             doc.pop(name)
 
-    path = copy_of(built, tmp_path, older)
+    path = copy_of(built, tmp_path, without(own_layer(), older))
     old_keys = set(load_table(path).layers)
-    model = sampled(nc=3)
+    model = sampled()
     load_table(path).predict(model, IMG)
     table = load_table(path)
     new = set(table.layers) - old_keys
@@ -179,10 +197,10 @@ def test_malformed_machine_records_are_named(built, tmp_path, edit, expected):
 
 # -- one at a time: the lock ----------------------------------------------------------------
 def test_missing_layers_wait_for_the_lock_and_keep_what_a_sibling_added_meanwhile(built, tmp_path):
-    path = copy_of(built, tmp_path)
+    path = copy_of(built, tmp_path, without(own_layer()))
     table = load_table(path)
-    model = sampled(nc=3)
-    head = table.missing(model, IMG)[0].key
+    model = sampled()
+    lacking = table.missing(model, IMG)[0].key
     errors: list[BaseException] = []
 
     def predict():
@@ -200,15 +218,15 @@ def test_missing_layers_wait_for_the_lock_and_keep_what_a_sibling_added_meanwhil
         assert worker.is_alive() and table.added == 0  # waits: times nothing while the lock is held
         # the sibling adds the very layer this one lacks, then lets go
         doc = json.loads(path.read_text())
-        doc["layers"][head] = 0.5
-        doc["timed_on"][head] = next(iter(doc["hosts"]))
+        doc["layers"][lacking] = 0.5
+        doc["timed_on"][lacking] = next(iter(doc["hosts"]))
         path.write_text(json.dumps(doc))
     finally:
         os.close(fd)
     worker.join(120)
     assert not worker.is_alive() and not errors, errors
-    assert table.added == 0 and table.layers[head] == 0.5  # taken from the file, not timed again
-    assert load_table(path).layers[head] == 0.5
+    assert table.added == 0 and table.layers[lacking] == 0.5  # taken from the file, not timed again
+    assert load_table(path).layers[lacking] == 0.5
 
 
 CHILD = textwrap.dedent("""
@@ -220,8 +238,8 @@ CHILD = textwrap.dedent("""
     from nas.latency._table import load_table
     from search_spaces import get_space
 
-    space = get_space({space!r}, nc=int(sys.argv[2]))
-    model = fuse(build_model(parse_cfg(expand(space.decode(space.sample_params(random.Random(0)))),
+    space = get_space({space!r})
+    model = fuse(build_model(parse_cfg(expand(space.decode(space.sample_params(random.Random(int(sys.argv[2]))))),
                                        source="child")).eval(), inplace=True)
     table = load_table(sys.argv[1])
     table.predict(model, {img})
@@ -230,16 +248,16 @@ CHILD = textwrap.dedent("""
 
 
 def test_two_processes_adding_layers_to_one_table_keep_both(built, tmp_path):
-    path = copy_of(built, tmp_path)
+    path = copy_of(built, tmp_path, without(own_layer(0, 1), without(own_layer(1, 0))))
     code = CHILD.format(space=SPACE, img=IMG)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    children = [subprocess.Popen([sys.executable, "-c", code, str(path), str(nc)], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for nc in (3, 5)]
+    children = [subprocess.Popen([sys.executable, "-c", code, str(path), str(seed)], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in (0, 1)]
     for child in children:
         out, err = child.communicate(timeout=300)
         assert child.returncode == 0, err[-2000:]
         assert out.strip() == "1"
     table = load_table(path)
-    assert not table.missing(sampled(nc=3), IMG) and not table.missing(sampled(nc=5), IMG)
-    heads = [key for key in table.layers if key.startswith(("IDetect(3, ", "IDetect(5, "))]
-    assert len(heads) == 2 and all(table.layer_host(key) == table.fingerprint for key in heads)
+    assert not table.missing(sampled(0), IMG) and not table.missing(sampled(1), IMG)
+    added = [own_layer(0, 1), own_layer(1, 0)]
+    assert all(key in table.layers and table.layer_host(key) == table.fingerprint for key in added)
