@@ -51,6 +51,8 @@ def write_text_atomically(path: Path, text: str) -> None:
         raise NasError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
+_DEPLOY_IMG_HELP = ("Size you deploy at (multiple of 32): params, GFLOPs, latency and so every budget are "
+                    "measured there; candidates are still scored at --img (default: --img, said in one line).")
 _LATENCY_BACKEND_HELP = ("How latency is timed: torch (eager) or onnxruntime (the ONNX export, CPU provider; "
                          "CUDA provider on --device cuda).")
 #: the options that choose finalists under a budget (y7nas finalists and y7nas run)
@@ -186,14 +188,21 @@ def onnx(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YAML or
          batch: int = typer.Option(1, "--batch", help="Batch size of the exported input."),
          dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Symbolic batch dimension."),
          opset: int = typer.Option(17, "--opset", help="ONNX opset (11-21)."),
+         weights: Optional[Path] = typer.Option(None, "--weights", help="State dict to export (e.g. "
+                                                "results/NAME/chosen.pt, RUN_DIR/weights/last.pt; default: "
+                                                "seeded random weights)."),
          ) -> None:
     """Export the deploy (fused) form to ONNX: decoded predictions (batch, boxes, 5 + nc), no NMS;
     checked in ONNX Runtime against torch before the file is written."""
     from nas.build import build_model
+    from nas.evaluate import load_weights
     from nas.sources import resolve_model
 
     with user_errors():
-        _write_onnx(build_model(resolve_model(model).cfg), output, img, batch, dynamic_batch, opset)
+        net = build_model(resolve_model(model).cfg)
+        if weights is not None:
+            load_weights(net, weights, model)
+        _write_onnx(net.eval(), output, img, batch, dynamic_batch, opset)
 
 
 def _write_onnx(net, path: Path, img: int, batch: int = 1, dynamic_batch: bool = False, opset: int = 17) -> None:
@@ -214,7 +223,8 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           alpha: float = typer.Option(1.2, "--alpha", help="Depth base (>= 1)."),
           beta: float = typer.Option(1.1, "--beta", help="Width base (>= 1)."),
           gamma: float = typer.Option(1.15, "--gamma", help="Resolution base (>= 1)."),
-          img: int = typer.Option(640, "--img", help="Base input size (multiple of 32)."),
+          img: int = typer.Option(640, "--img", "--deploy-img", help="The base's deployment size (multiple of "
+                                  "32): members run at img x gamma^phi; latency and GFLOPs are measured there."),
           output: Optional[Path] = typer.Option(None, "-o", "--output",
                                                 help="Output folder (default RESULTS/scale/BASE)."),
           grid_search: bool = typer.Option(False, "--grid-search", help="Grid-search alpha, beta, gamma at phi=1."),
@@ -350,6 +360,8 @@ def _run_search_cli(cfg) -> None:
     from nas.search import run_search
 
     cfg, space = prepare_search(cfg)
+    if cfg.cost_size_note():
+        err.print(cfg.cost_size_note(), markup=False, soft_wrap=True)
     progress = _SearchProgress(err)
     try:
         summary = run_search(cfg, space, progress=progress)
@@ -413,8 +425,9 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
            max_params: Optional[float] = typer.Option(None, "--max-params", help="Constraint: millions of params."),
            proxy_epochs: int = typer.Option(5, "--proxy-epochs", help="Epochs per candidate (fidelity proxy)."),
            proxy_subset: int = typer.Option(256, "--proxy-subset", help="Training images per candidate (fidelity proxy)."),
+           deploy_img: Optional[int] = typer.Option(None, "--deploy-img", help=_DEPLOY_IMG_HELP),
            proxy_img: Optional[int] = typer.Option(None, "--proxy-img", help="Training size of the proxy (default --img; "
-                                                   "latency and GFLOPs are always at --img)."),
+                                                   "latency and GFLOPs are at --deploy-img, else --img)."),
            supernet: Optional[str] = typer.Option(None, "--supernet", help="Trained supernet file "
                                                   "(fidelity oneshot; from `y7nas supernet train`)."),
            oneshot_calib: int = typer.Option(64, "--oneshot-calib", help="Training images that re-estimate "
@@ -440,7 +453,7 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
         cfg = SearchConfig(study=study, space=space, trials=trials, objectives=objectives, fidelity=fidelity,
                            sampler=sampler, workers=workers, seed=seed,
                            img=_oneshot_img(img, supernet if fidelity == "oneshot" else None), data=data,
-                           max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
+                           deploy_img=deploy_img, max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                            results_dir=results_dir, storage=storage, threads=threads, device=device,
                            proxy_epochs=proxy_epochs, proxy_subset=proxy_subset, proxy_img=proxy_img,
                            supernet=supernet, oneshot_calib=oneshot_calib, oneshot_val=oneshot_val,
@@ -501,7 +514,8 @@ def export(study: str = typer.Option(..., "--study", help="Study name."),
            output: Optional[Path] = typer.Option(None, "-o", "--output", help="Flat YAML to write "
                                                  "(default <results-dir>/<study>/models/trial_<N>.yaml)."),
            to_onnx: bool = typer.Option(False, "--onnx", help="Also write the deploy form as ONNX next to the YAMLs."),
-           img: Optional[int] = typer.Option(None, "--img", help="ONNX input size (default: the study's --img)."),
+           img: Optional[int] = typer.Option(None, "--img", help="ONNX input size (default: the study's "
+                                             "--deploy-img, else its --img)."),
            ) -> None:
     """Write one trial's architecture as a flat yolov7 YAML plus its genome YAML (and ONNX)."""
     from nas.search import export_trial
@@ -514,7 +528,7 @@ def export(study: str = typer.Option(..., "--study", help="Study name."),
             from nas.search import open_results_study
             from nas.sources import resolve_model
 
-            size = img or open_results_study(study, results_dir, storage)[0].img
+            size = img or open_results_study(study, results_dir, storage)[0].cost_img
             _write_onnx(build_model(resolve_model(str(flat)).cfg), flat.with_suffix(".onnx"), size)
 
 
@@ -563,11 +577,17 @@ def _train_progress(as_json: bool, epochs: int):
 
 
 def _inherited(path: Path, source, device: str):
-    """MODEL as a network holding the weights it inherits from the supernet in ``path``."""
+    """MODEL as a network holding the weights it inherits from the supernet in ``path``, or
+    loaded from ``path`` when it is MODEL's own state dict (e.g. results/NAME/chosen.pt)."""
     from nas.recognise import recognise
-    from nas.supernet import inherited_model, read_checkpoint
+    from nas.supernet import inherited_model, is_supernet_file, read_checkpoint
     from search_spaces import get_space
 
+    if not is_supernet_file(path):
+        from nas.build import build_model
+        from nas.evaluate import load_weights
+
+        return load_weights(build_model(source.cfg), path, source.name)
     meta = read_checkpoint(path)["meta"]
     genome = source.genome or recognise(source.cfg)
     space = get_space(meta["space"], nc=meta["nc"])
@@ -590,8 +610,9 @@ def train_cmd(model: str = typer.Argument(..., help="Flat yolov7 YAML, genome YA
               workers: int = typer.Option(0, "--workers", help="Data loader worker processes."),
               device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
               threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
-              init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from the weights MODEL "
-                                                       "inherits from this supernet (`y7nas supernet train`)."),
+              init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from these weights: MODEL's "
+                                                       "own state dict (e.g. results/NAME/chosen.pt) or the ones it "
+                                                       "inherits from a supernet (`y7nas supernet train`)."),
               as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
               ) -> None:
     """Train a detector (SimOTA loss, EMA, warm-up + cosine): RUN_DIR/weights/last.pt, model.yaml, results.csv."""
@@ -824,7 +845,9 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         data: str = typer.Option(..., "--data", help=_DATA_HELP + " (`y7nas demo`: synthetic-large)."),
         study: str = typer.Option(..., "--study", help="Run name (the folder results/<study>/)."),
         results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Parent of <study>/."),
-        img: Optional[int] = typer.Option(None, "--img", help="Square input size (default 160 one-shot, else 320)."),
+        img: Optional[int] = typer.Option(None, "--img", help="Size the supernet and candidates are trained "
+                                          "and scored at (default 160 one-shot, else 320)."),
+        deploy_img: Optional[int] = typer.Option(None, "--deploy-img", help=_DEPLOY_IMG_HELP),
         max_latency: Optional[float] = typer.Option(None, "--max-latency", help="Budget: deploy latency ms."),
         max_gflops: Optional[float] = typer.Option(None, "--max-gflops", help="Budget: GFLOPs."),
         max_params: Optional[float] = typer.Option(None, "--max-params", help="Budget: millions of params."),
@@ -854,6 +877,8 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
         workers: int = typer.Option(1, "--workers", help="Search worker processes on this machine."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+        onnx_export: bool = typer.Option(False, "--onnx", help="Also export the chosen model with its weights "
+                                         "to results/<study>/chosen.onnx at --deploy-img (else --img)."),
         as_json: bool = typer.Option(False, "--json", help="Print the paths of everything written as JSON."),
         ) -> None:
     """One command from (data, budget) to a report: supernet (one-shot), search, finalists,
@@ -868,7 +893,7 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
 
     with user_errors():
         cfg = RunConfig(study=study, space=space, data=data, results_dir=results_dir, img=img,
-                        max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
+                        deploy_img=deploy_img, max_latency=max_latency, max_gflops=max_gflops, max_params=max_params,
                         objectives=parse_objectives(objectives), fidelity=fidelity, trials=trials,
                         finalists=finalists, finalist_epochs=finalist_epochs,
                         band=None if band.strip().lower() == "none" else band, estimator=estimator,
@@ -876,14 +901,18 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                         supernet_epochs=supernet_epochs,
                         activation=activation, random_subnets=random_subnets, random_from=random_from,
                         latency_backend=latency_backend, latency_threads=latency_threads,
-                        latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads)
+                        latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads,
+                        onnx=onnx_export)
         started = time.perf_counter()
         stages = run_pipeline(cfg, _run_hooks(as_json))
         if as_json:
             print(json.dumps({"study": study, "seconds": round(time.perf_counter() - started, 1),
                               "stages": stages}, indent=2))
         else:
-            out.print(f"run {study} done; report: {stages['report']['outputs']['report']}", soft_wrap=True)
+            chosen = stages.get("family", {}).get("outputs", {}).get("chosen") or {}
+            taken = " + ".join(Path(chosen[k]).name for k in ("yaml", "weights", "onnx") if k in chosen)
+            out.print(f"run {study} done; chosen model: {taken or 'none'} in {cfg.study_dir}; report: "
+                      f"{stages['report']['outputs']['report']}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -1027,7 +1056,8 @@ def _table_progress(lines: Console):
 
 @latency_app.command("build")
 def latency_table_build(space: str = typer.Option(..., "--space", help="Search space (see `y7nas spaces`)."),
-                        img: int = typer.Option(..., "--img", help="Square input size the table is built at."),
+                        img: int = typer.Option(..., "--img", "--deploy-img", help="Size the table times layers "
+                                                "at: the size you deploy at (searches using it measure costs there)."),
                         output: Path = typer.Option(..., "-o", "--output", help="Table file (JSON); an existing "
                                                     "table of this device is extended."),
                         backend: str = typer.Option("onnxruntime", "--backend", help="onnxruntime or torch."),

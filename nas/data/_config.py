@@ -8,7 +8,10 @@ A data YAML names the splits and the classes::
     nc: 80                      # optional when names is given
     names: [person, bicycle, ...]   # or {0: person, 1: bicycle, ...}
 
-``train``/``val`` resolve against ``path`` (or the YAML's folder when ``path`` is absent).
+``train``/``val`` resolve against ``path`` (relative to the YAML's folder), or, when ``path`` is
+absent, against the YAML's folder and then the working directory: YOLOv7's own data files
+(``train: ./coco/train2017.txt``) are written relative to the folder ``train.py`` runs from. The
+YAML's folder wins when both hold the entry.
 Every problem ends in one :class:`~nas.errors.DataError` line naming the file and the key.
 """
 from __future__ import annotations
@@ -101,7 +104,8 @@ def parse_data_config(raw: Mapping[str, Any], path: Path) -> DataConfig:
         raise DataError(f"missing key(s): {', '.join(missing)}", where=where)
     root = _resolve_root(raw.get("path"), path)
     nc, names = _classes(raw, where)
-    splits = {k: _split_sources(raw[k], root, f"{where}: {k}") for k in SPLITS}
+    also = Path.cwd() if raw.get("path") in (None, "") else None      # YOLOv7's cwd-relative entries
+    splits = {k: _split_sources(raw[k], root, f"{where}: {k}", also) for k in SPLITS}
     return DataConfig(root=root, nc=nc, names=names, source=path.resolve(), **splits)
 
 
@@ -135,17 +139,25 @@ def _classes(raw: Mapping[str, Any], where: str) -> tuple[int, tuple[str, ...]]:
     return len(names), names
 
 
-def _split_sources(value: Any, root: Path, where: str) -> tuple[Path, ...]:
+def _split_sources(value: Any, root: Path, where: str, also: Path | None = None) -> tuple[Path, ...]:
+    """The split's entries resolved against ``root``, else against ``also`` (the working directory
+    for a YAML without ``path``)."""
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
         if not isinstance(item, str) or not item:
             raise DataError(f"expected a path or a list of paths, got {item!r}", where=where)
         p = Path(item).expanduser()
-        p = p if p.is_absolute() else root / p
-        if not p.exists():
-            raise DataError(f"{p} does not exist", where=where)
-        out.append(p.resolve())
+        if p.is_absolute():
+            candidates = [p]
+        else:
+            candidates = [root / p] + ([also / p] if also is not None and also.resolve() != root else [])
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            tried = " nor ".join(str(c) for c in candidates)
+            raise DataError(f"{item} does not exist (neither {tried})" if len(candidates) > 1
+                            else f"{candidates[0]} does not exist", where=where)
+        out.append(found.resolve())
     return tuple(out)
 
 

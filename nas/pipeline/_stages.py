@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from nas.pipeline._chosen import chosen_paths, write_chosen, write_chosen_onnx
 from nas.pipeline._state import RunError, RunState
 
 #: Default family targets, as multiples of the budget (see :func:`family_targets`).
@@ -69,6 +70,7 @@ class RunConfig:
     device: str = "cpu"
     workers: int = 1
     threads: int | None = None
+    onnx: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
@@ -118,7 +120,7 @@ class RunConfig:
         """What the run records and compares on a re-run. Local choices (workers, threads) are not
         among them; the device is, as latency is timed on it (only the stages that time latency
         depend on it: :meth:`Stage.depends_of`)."""
-        local = {"study", "results_dir", "workers", "threads"}
+        local = {"study", "results_dir", "workers", "threads", "onnx"}   # onnx: an export of the result
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
 
 
@@ -331,6 +333,8 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     limits = {metric: getattr(cfg, name) * factor for name, (metric, factor) in CONSTRAINTS.items()
               if getattr(cfg, name) is not None}
     best = best_finalist(rows, limits)
+    chosen_paths(cfg.study_dir)["onnx"].unlink(missing_ok=True)     # of an earlier choice: written anew
+    chosen = write_chosen(cfg.study_dir, best, hooks.line)
     _, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
     name = f"{cfg.study}-trial{best['number']}"
     coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
@@ -350,7 +354,8 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     out_dir = cfg.study_dir / "family"
     write_outputs(out_dir, family_files(family, png))
     hooks.family(family)
-    return {"family": str(out_dir), "base_trial": best["number"], "members": len(family.members)}
+    return {"family": str(out_dir), "base_trial": best["number"], "members": len(family.members),
+            "chosen": chosen}
 
 
 def _report_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str, Any]:
@@ -442,4 +447,8 @@ def run_pipeline(cfg: RunConfig, hooks: RunHooks | None = None) -> dict[str, Any
         seconds = time.perf_counter() - started
         state.finish(stage.name, seconds, outputs)
         hooks.line(f"{head}: done in {seconds:.0f} s")
+    if cfg.onnx and state.done("family") and not chosen_paths(cfg.study_dir)["onnx"].is_file():
+        state.stages["family"]["outputs"].setdefault("chosen", {})["onnx"] = write_chosen_onnx(
+            cfg.study_dir, cfg.cost_img, hooks.line)
+        state.save()
     return {name: dict(info) for name, info in state.stages.items()}

@@ -17,8 +17,12 @@ marks the rows that stay non-dominated when the search score is replaced by mAP@
 cost objectives).
 
 Written to ``<results_dir>/<study>/``: ``finalists.csv`` (one row per finalist) and
-``finalists.json`` (the settings used plus the same rows), and ``models/trial_<N>.yaml`` (with its
-``.genome.yaml``) for a searched finalist the search did not write (one off its front).
+``finalists.json`` (the settings used plus the same rows), ``models/trial_<N>.yaml`` (with its
+``.genome.yaml``) for a searched finalist the search did not write (one off its front) and
+``models/hand_design.yaml`` for the hand design; beside each YAML the trained weights,
+``trial_<N>.pt`` / ``hand_design.pt``: the evaluated (EMA) network's state dict, on the CPU, which
+``torch.load(..., weights_only=True)`` reads and the YAML's model loads strictly (a row's
+``weights`` names the file, relative to the study folder).
 """
 from __future__ import annotations
 
@@ -184,6 +188,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         if not flat.with_name(flat.stem + ".genome.yaml").is_file():
             write_model_files(by_number[p["number"]], flat, study)
     if baseline is not None:
+        _write_genome_files(baseline, cfg.study_dir / "models" / f"{HAND_DESIGN_FILE}.yaml",
+                            f"y7nas study {study}, hand design {baseline_name}")
         entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(),
                                                     **_baseline_metrics(cfg, baseline, space, threads, progress)},
                         baseline))
@@ -197,7 +203,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
                                "genome_hash": pick.get("genome_hash", "")}
         for key in (*objectives, "params", "gflops"):
             row[key] = pick.get(key)
-        row.update(init="scratch", map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="")
+        row.update(init="scratch", map50=None, map50_95=None, train_s=None, on_map_front=False, fail_reason="",
+                   weights="")
         try:
             model, lr_used = genome, lr
             if supernet:
@@ -228,6 +235,10 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         else:
             row.update(map50=float(result.map50), map50_95=float(result.map50_95),
                        train_s=round(float(result.seconds), 3))
+            if result.model is not None:
+                stem = f"trial_{pick['number']}" if role == "searched" else HAND_DESIGN_FILE
+                row["weights"] = save_weights(result.model, cfg.study_dir / "models" / f"{stem}.pt",
+                                              cfg.study_dir)
             say(f"{head} done: mAP@0.5 {row['map50']:.4f}, mAP@0.5:0.95 {row['map50_95']:.4f} "
                 f"({row['train_s']:.1f} s)")
         rows.append(row)
@@ -250,6 +261,34 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
     return FinalistsResult(study=study, fidelity=cfg.fidelity, objectives=objectives,
                            map_objectives=map_objectives, front_size=len(front), settings=settings,
                            rows=tuple(rows), csv_path=csv_path, json_path=json_path)
+
+
+#: the hand design's model files in ``models/`` (``hand_design.yaml``, ``.genome.yaml``, ``.pt``)
+HAND_DESIGN_FILE = "hand_design"
+
+
+def save_weights(model: Any, path: Path, study_dir: Path) -> str:
+    """Save ``model``'s state dict (CPU tensors) to ``path`` atomically; returns ``path`` relative
+    to ``study_dir`` (what a finalists row records)."""
+    import os
+
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path.relative_to(study_dir).as_posix()
+
+
+def _write_genome_files(genome: Any, flat_path: Path, header: str) -> None:
+    """``flat_path`` (flat yolov7 YAML) and its ``.genome.yaml`` sibling for a genome."""
+    from nas.expand import dump_yaml, expand
+
+    header = f"{header}, genome {genome.genome_hash()}"
+    write_atomically(flat_path, dump_yaml(expand(genome), header=header))
+    write_atomically(flat_path.with_name(flat_path.stem + ".genome.yaml"), genome.to_yaml(header=header))
 
 
 def _baseline_metrics(cfg: Any, genome: Any, space: Any, threads: int | None,
@@ -277,7 +316,7 @@ def finalists_columns(objectives: Sequence[str]) -> list[str]:
     """The columns of finalists.csv for a study with ``objectives``."""
     return ["role", "name", "number", "genome_hash", *objectives,
             *[c for c in ("params", "gflops") if c not in objectives],
-            "init", "map50", "map50_95", "train_s", "on_map_front", "fail_reason"]
+            "init", "map50", "map50_95", "train_s", "on_map_front", "fail_reason", "weights"]
 
 
 def hand_design_verdict(result: FinalistsResult | Sequence[Mapping[str, Any]]) -> str | None:
@@ -297,5 +336,5 @@ def hand_design_verdict(result: FinalistsResult | Sequence[Mapping[str, Any]]) -
     return text + ("" if diff >= 0 else "; the hand design won this comparison")
 
 
-__all__ = ["MAP_OBJECTIVE", "FinalistsResult", "check_finalist_options", "finalists_columns", "hand_design_verdict", "spread_indices",
+__all__ = ["HAND_DESIGN_FILE", "MAP_OBJECTIVE", "FinalistsResult", "check_finalist_options", "finalists_columns", "hand_design_verdict", "spread_indices",
            "train_finalists"]

@@ -1,8 +1,8 @@
 """Short proxy training for architecture search: a few epochs on a fixed subset, val mAP."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from nas.data import DataConfig, load_data_config, scan_split
 from nas.train._loop import DataLike, ModelLike, TrainConfig, train
@@ -13,7 +13,8 @@ class ProxyResult:
     """Outcome of :func:`proxy_train`.
 
     ``map50`` / ``map50_95`` are those of the last evaluated epoch; ``epoch_maps`` holds the
-    mAP@0.5:0.95 after each epoch; ``pruned`` is True when ``report`` asked to stop.
+    mAP@0.5:0.95 after each epoch; ``pruned`` is True when ``report`` asked to stop. ``model`` is
+    the evaluated network (the EMA), whose weights a finalist keeps.
     """
 
     map50: float
@@ -21,6 +22,7 @@ class ProxyResult:
     epoch_maps: tuple[float, ...]
     seconds: float
     pruned: bool
+    model: Any = field(default=None, repr=False, compare=False)
 
 
 #: TrainConfig settings of the proxy (a few hundred steps): AdamW learns far more than YOLOv7's
@@ -69,4 +71,4 @@ def proxy_train(model_or_cfg: ModelLike, data: DataLike, epochs: int = 5, img: i
                    image_cache=_IMAGE_CACHE)
     maps = tuple(s.map50_95 for s in result.epochs if s.map50_95 is not None)
     return ProxyResult(map50=result.map50, map50_95=result.map50_95, epoch_maps=maps,
-                       seconds=result.seconds, pruned=result.stopped_early)
+                       seconds=result.seconds, pruned=result.stopped_early, model=result.model)

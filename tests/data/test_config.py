@@ -66,3 +66,34 @@ def test_errors_are_one_line(tmp_path, text, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="data YAML not found"):
         load_data_config(tmp_path / "nope.yaml")
+
+
+def test_yolov7_style_entries_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """YOLOv7's data/coco.yaml writes `train: ./coco/train2017.txt`, relative to the folder
+    train.py runs from, with the YAML in data/: accepted from that folder, refused elsewhere."""
+    _dataset(tmp_path / "coco", "")
+    (tmp_path / "data").mkdir()
+    y = tmp_path / "data" / "coco.yaml"
+    y.write_text("train: ./coco/images/train\nval: ./coco/val.txt\nnames: [a]\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_data_config(y)
+    assert cfg.train == ((tmp_path / "coco" / "images" / "train").resolve(),)
+    assert cfg.val == ((tmp_path / "coco" / "val.txt").resolve(),)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match=r"\./coco/images/train does not exist \(neither \S*/data/coco/images/train "
+                                        r"nor \S*/elsewhere/coco/images/train\)"):
+        load_data_config(y)
+
+
+def test_the_yaml_folder_wins_over_the_working_directory(tmp_path, monkeypatch):
+    _dataset(tmp_path / "here", "")
+    _dataset(tmp_path / "there", "")
+    y = tmp_path / "here" / "data.yaml"
+    y.write_text("train: images/train\nval: images/val\nnames: [a]\n")
+    monkeypatch.chdir(tmp_path / "there")
+    assert load_data_config(y).train == ((tmp_path / "here" / "images" / "train").resolve(),)
+    y.write_text("path: .\ntrain: images/nope\nval: images/val\nnames: [a]\n")   # a root: no fallback
+    with pytest.raises(DataError, match="does not exist") as err:
+        load_data_config(y)
+    assert "neither" not in str(err.value)

@@ -123,6 +123,47 @@ def test_run_resumes_after_kill_9_and_finishes_every_stage(finished_run):
     assert Path(stages["report"]["outputs"]["report"]).is_file()
 
 
+def test_the_run_hands_over_the_chosen_model_with_its_trained_weights(finished_run, tiny_data):
+    """chosen.yaml is the best finalist's YAML; chosen.pt its fine-tuned weights, which the YAML's
+    model loads strictly and which reproduce the finalist's recorded mAP; the hand design keeps its
+    weights too; a re-run with --onnx only adds chosen.onnx; `train --init-from chosen.pt` starts there."""
+    import torch
+
+    import cli
+    from nas.build import build_model
+    from nas.data import load_data_config, scan_split
+    from nas.evaluate import evaluate, load_weights
+    from nas.sources import resolve_model
+
+    results, rerun, _ = finished_run
+    study = results / "r"
+    stages = json.loads(rerun.stdout.decode())["stages"]
+    chosen = stages["family"]["outputs"]["chosen"]
+    assert set(chosen) == {"yaml", "genome", "weights"}
+    rows = json.loads((study / "finalists.json").read_text())["rows"]
+    best = next(r for r in rows if r["number"] == stages["family"]["outputs"]["base_trial"])
+    assert best["weights"] == f"models/trial_{best['number']}.pt"
+    assert (study / "chosen.yaml").read_bytes() == (study / "models" / f"trial_{best['number']}.yaml").read_bytes()
+    assert (study / "chosen.pt").read_bytes() == (study / best["weights"]).read_bytes()
+    state = torch.load(study / "chosen.pt", map_location="cpu", weights_only=True)
+    assert all(v.device.type == "cpu" for v in state.values())
+    net = load_weights(build_model(resolve_model(str(study / "chosen.yaml")).cfg), study / "chosen.pt")
+    val = scan_split(load_data_config(tiny_data), "val")
+    with torch.no_grad():
+        again = evaluate(net.eval(), val, img=64, batch=16)
+    assert again.map50_95 == pytest.approx(best["map50_95"], abs=1e-6)
+    hand = next(r for r in rows if r["role"] == "baseline")
+    assert hand["weights"] == "models/hand_design.pt"
+    load_weights(build_model(resolve_model(str(study / "models" / "hand_design.yaml")).cfg),
+                 study / hand["weights"])
+    code, out, err = _in_process([*_run_args(tiny_data, results)[0:], "--onnx"])
+    assert code == 0, err[-2000:]
+    assert (study / "chosen.onnx").is_file() and "chosen.onnx" in out + err
+    assert "chosen model: chosen.yaml + chosen.pt + chosen.onnx" in " ".join(out.split())
+    start = cli._inherited(study / "chosen.pt", resolve_model(str(study / "chosen.yaml")), "cpu")
+    assert all(torch.equal(start.state_dict()[k], v) for k, v in state.items())
+
+
 def _in_process(args: list[str]):
     """The CLI in this process (no interpreter start-up): (exit code, stdout, stderr)."""
     from typer.testing import CliRunner
