@@ -13,9 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from nas.build import module_device
-from nas.data import DataConfig, load_data_config, make_loader, scan_split
+from nas.data import DataConfig, collate, load_data_config, make_loader, scan_split
 from nas.errors import NasError
 from nas.evaluate import evaluate, ground_truth, make_eval_loader
 from nas.genome import Genome
@@ -45,9 +46,10 @@ class SupernetConfig:
         calib_images: training images whose BatchNorm statistics a scored sub-network uses.
         val_subset: score on this many val images (None: all).
         shards: each batch is split into this many pieces whose gradients are summed (BatchNorm
-            statistics per piece). Under ``torchrun`` with W processes every process takes the
-            pieces ``rank, rank + W, …`` (at least W pieces), so a W-process run equals a
-            one-process run with ``shards=W`` (data parallel, tested with gloo).
+            statistics per piece). Under ``torchrun`` with W processes every process loads only
+            the pieces ``rank, rank + W, …`` of each batch (at least W pieces, :class:`RankBatches`),
+            so a W-process run equals a one-process run with ``shards=W`` (data parallel, tested
+            with gloo); with ``device="cuda"`` process r uses cuda:LOCAL_RANK.
     """
 
     epochs: int = 30
@@ -182,45 +184,74 @@ def check_meta(meta: dict, path: str | Path, **expected: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- data parallel
+def collective_device() -> torch.device:
+    """Where this process's collective tensors live: its current CUDA device under the nccl
+    backend (NCCL takes CUDA tensors only), the CPU otherwise (gloo, or no process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def process_device(device: torch.device, world: int, local_rank: int) -> torch.device:
+    """The device of one of ``world`` processes: ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU
+    per process, as ``torchrun`` numbers them on a node); an explicit ``cuda:N`` with several
+    processes is refused (every process would share GPU N)."""
+    if device.type != "cuda" or world <= 1:
+        return device
+    if device.index is not None:
+        raise SupernetError(f"device {device} with {world} processes: each process takes cuda:LOCAL_RANK; "
+                            f"use --device cuda")
+    return torch.device("cuda", local_rank)
+
+
 @dataclass(frozen=True)
 class _Group:
     """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
 
     rank: int = 0
     world: int = 1
-    device: torch.device = torch.device("cpu")   # where collective tensors live (NCCL: CUDA only)
+    device: torch.device = torch.device("cpu")   # where collective tensors live: collective_device()
 
     @classmethod
-    def join(cls, device: torch.device) -> "_Group":
+    def join(cls, device: torch.device) -> tuple["_Group", torch.device]:
         """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
-        nccl on CUDA); a single process when there is none."""
+        nccl on CUDA, after binding this process to cuda:LOCAL_RANK); a single process when there
+        is none. Returns the group and this process's model device."""
         import torch.distributed as dist
 
         if not dist.is_available():
-            return cls(device=device)
-        if not dist.is_initialized():
-            if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-                return cls(device=device)
+            return cls(), device
+        ready = dist.is_initialized()
+        world = dist.get_world_size() if ready else int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(), device
+        rank = dist.get_rank() if ready else int(os.environ.get("RANK", "0"))
+        device = process_device(device, world, int(os.environ.get("LOCAL_RANK", rank)))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not ready:
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), device)
+        return cls(dist.get_rank(), dist.get_world_size(), collective_device()), device
 
     def sum_gradients(self, params: list[nn.Parameter]) -> None:
-        """Sum every parameter's gradient over the processes (one flat all-reduce); a parameter
-        no process gave a gradient keeps none, so the optimizer skips it as in one process."""
+        """Sum every parameter's gradient over the processes (one flat all-reduce on the group's
+        device); a parameter no process gave a gradient keeps none, so the optimizer skips it as
+        in one process."""
         if self.world == 1:
             return
         import torch.distributed as dist
 
-        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
-                             device=params[0].device)
+        flags = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.device)
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
-                          for p in params])
+                          for p in params]).to(self.device)
         dist.all_reduce(flags)
         dist.all_reduce(flat)
         offset = 0
         for p, flag in zip(params, flags.tolist()):
             n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone() if flag else None
+            p.grad = flat[offset:offset + n].view_as(p).to(p.device, copy=True) if flag else None
             offset += n
 
     def sum(self, value: float) -> float:
@@ -233,27 +264,84 @@ class _Group:
         return float(t)
 
     def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
+        """Wait for every process (an all-reduce on the group's device, so nccl needs no guess
+        of which GPU a barrier uses)."""
+        self.sum(0.0)
 
-            dist.barrier()
+
+def shard_bounds(size: int, pieces: int) -> list[tuple[int, int]]:
+    """``(lo, hi)`` of each of ``pieces`` consecutive shards of a batch of ``size`` (some empty
+    when ``size < pieces``)."""
+    return [(round(j * size / pieces), round((j + 1) * size / pieces)) for j in range(pieces)]
 
 
-def batch_shards(images: torch.Tensor, targets: torch.Tensor, pieces: int
-                 ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-    """A collated batch cut into ``pieces`` consecutive shards ``(index, images, targets)``,
-    targets re-indexed to their shard; empty shards (a short last batch) are left out."""
-    bs = images.shape[0]
-    bounds = [round(j * bs / pieces) for j in range(pieces + 1)]
+def _cut(images: torch.Tensor, targets: torch.Tensor, parts: Sequence[tuple[int, int, int]]
+         ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(j, images[lo:hi], targets of those images re-indexed from 0)`` for each ``(j, lo, hi)``."""
     out = []
-    for j, (lo, hi) in enumerate(zip(bounds, bounds[1:])):
-        if hi <= lo:
-            continue
+    for j, lo, hi in parts:
         keep = (targets[:, 0] >= lo) & (targets[:, 0] < hi)
         t = targets[keep].clone()
         t[:, 0] -= lo
         out.append((j, images[lo:hi], t))
     return out
+
+
+class RankBatches:
+    """Batch sampler of one process's share of every step.
+
+    The epoch's order is ``sampler``'s (the same seeded permutation in every process); step ``i``
+    is its global batch ``order[i*batch:(i+1)*batch]``, cut into ``pieces`` shards
+    (:func:`shard_bounds`), and this process loads only the shards ``j`` with
+    ``j % world == rank``, concatenated. So the processes' shares of an epoch are disjoint and
+    together are the epoch, and a step is the same images in every world size. Every step
+    yields a list, empty when a short last batch leaves this process no shard (it still takes
+    part in the step's all-reduce).
+    """
+
+    def __init__(self, sampler: Any, batch: int, pieces: int, rank: int = 0, world: int = 1):
+        self.sampler, self.batch, self.pieces, self.rank, self.world = sampler, batch, pieces, rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch)
+
+    def step_size(self, i: int) -> int:
+        """Images in the global batch of step ``i`` (all processes together)."""
+        return min(self.batch, len(self.sampler) - i * self.batch)
+
+    def layout(self, i: int) -> list[tuple[int, int, int]]:
+        """``(j, lo, hi)``: where this process's non-empty shard ``j`` of step ``i`` lies in the
+        batch it loads."""
+        parts, offset = [], 0
+        for j, (lo, hi) in enumerate(shard_bounds(self.step_size(i), self.pieces)):
+            if j % self.world == self.rank and hi > lo:
+                parts.append((j, offset, offset + hi - lo))
+                offset += hi - lo
+        return parts
+
+    def __iter__(self):
+        keys = list(self.sampler)
+        for i in range(len(self)):
+            step = keys[i * self.batch:(i + 1) * self.batch]
+            bounds = shard_bounds(len(step), self.pieces)
+            yield [key for j, (lo, hi) in enumerate(bounds) if j % self.world == self.rank for key in step[lo:hi]]
+
+
+def _collate_or_none(items: Sequence[Any]):
+    """:func:`nas.data.collate`, None for a process's empty share of a step."""
+    return collate(items) if items else None
+
+
+def rank_loader(split: Any, config: "SupernetConfig", rank: int = 0, world: int = 1) -> DataLoader:
+    """The augmented training loader of process ``rank`` of ``world``: its :class:`RankBatches`
+    share of every global batch of ``config.batch`` images (``config.shards`` pieces)."""
+    base = make_loader(split, img=config.img, batch=config.batch, augment=True, seed=config.seed,
+                       subset=config.subset, shuffle=True)
+    batches = RankBatches(base.sampler, config.batch, config.shards, rank, world)
+    return DataLoader(base.dataset, batch_sampler=batches, collate_fn=_collate_or_none)
 
 
 # ----------------------------------------------------------------------------- training
@@ -277,14 +365,17 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
     is rewritten atomically with the EMA weights, the training state and metadata, so running
     the same call again after a crash resumes after the last finished epoch (and a finished file
     with the same settings is only re-scored). Other settings than the file's are refused.
+
+    Under ``torchrun`` (W processes) the processes share every step as ``SupernetConfig.shards``
+    says; rank 0 writes every checkpoint, and at the end scores the result and writes the final
+    file while the others return at once (their result's mAPs are NaN).
     """
     from nas.profile import resolve_device
 
     config = config or SupernetConfig()
     out = Path(out)
     t_start = time.perf_counter()
-    device = resolve_device(config.device)
-    group = _Group.join(device)
+    group, device = _Group.join(resolve_device(config.device))
     if config.shards % group.world and config.shards > 1:
         raise SupernetError(f"shards ({config.shards}) must be a multiple of the {group.world} processes")
     config = dataclasses.replace(config, shards=max(config.shards, group.world))
@@ -320,8 +411,8 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
     try:
         net = Supernet(space, config.activation, seed=config.seed).to(device)
         train_split, val_split = scan_split(data_cfg, "train"), scan_split(data_cfg, "val")
-        loader = make_loader(train_split, img=config.img, batch=config.batch, augment=True,
-                             seed=config.seed, subset=config.subset, shuffle=True)
+        loader = rank_loader(train_split, config, group.rank, group.world)
+        steps: RankBatches = loader.batch_sampler
         nb = len(loader)
         if nb == 0:
             raise SupernetError("no training images")
@@ -346,19 +437,19 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 ema.module.load_state_dict(previous["state_dict"])
         for epoch in range(start + 1, config.epochs + 1):
             t0 = time.perf_counter()
-            loader.sampler.set_epoch(epoch - 1)
+            steps.set_epoch(epoch - 1)
             net.train()
             total_loss, n = 0.0, 0
             lr = config.lr
-            for i, (images, targets, _metas) in enumerate(loader):
+            for i, batch in enumerate(loader):
                 lr = sched.step((epoch - 1) * nb + i)
                 rng = random.Random(f"{config.seed}:{epoch}:{i}")
                 genomes = [sample_genome(space, config.activation, rng, mode)
                            for mode in ("largest", "smallest")]
                 genomes += [rng.choice(pool) if pool else sample_genome(space, config.activation, rng, "random")
                             for _ in range(config.random_subnets)]
-                mine = [(j, x.to(device), t.to(device)) for j, x, t in
-                        batch_shards(images, targets, config.shards) if j % group.world == group.rank]
+                mine = [] if batch is None else [(j, x.to(device), t.to(device)) for j, x, t in
+                                                 _cut(batch[0], batch[1], steps.layout(i))]
                 opt.zero_grad(set_to_none=True)
                 step_loss, teachers = 0.0, {}
                 for k, genome in enumerate(genomes):
@@ -376,7 +467,7 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                         loss.backward()
                         step_loss += float(loss.detach())
                 group.sum_gradients([p for p in net.parameters()])
-                step_loss = group.sum(step_loss) / images.shape[0]
+                step_loss = group.sum(step_loss) / steps.step_size(i)
                 opt.step()
                 ema.update()
                 total_loss += step_loss
@@ -393,8 +484,7 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 on_epoch(SupernetEpoch(epoch, total_loss / max(n, 1), lr, time.perf_counter() - t0))
         final = ema.module
         final.eval()
-        if group.rank != 0:              # rank 0 scores and writes the final file
-            group.barrier()
+        if group.rank != 0:     # rank 0 alone scores and writes the final file; nobody waits for it
             return SupernetResult(out, config.epochs, time.perf_counter() - t_start, float("nan"),
                                   float("nan"), start)
         rng = random.Random(f"{config.seed}:final")
@@ -405,7 +495,6 @@ def train_supernet(space: Any, data: str | Path | DataConfig, out: str | Path,
                 for mode in ("largest", "smallest")}
         meta.update(complete=True, map50_95_largest=maps["largest"], map50_95_smallest=maps["smallest"])
         _atomic_save({"meta": dict(meta), "state_dict": final.state_dict()}, out)
-        group.barrier()
     finally:
         torch.set_num_threads(old_threads)
     return SupernetResult(out, config.epochs, time.perf_counter() - t_start, maps["largest"],
