@@ -54,7 +54,9 @@ def write_text_atomically(path: Path, text: str) -> None:
 _DEPLOY_IMG_HELP = ("Size you deploy at (multiple of 32): params, GFLOPs, latency and so every budget are "
                     "measured there; candidates are still scored at --img (default: --img, said in one line).")
 _LATENCY_BACKEND_HELP = ("How latency is timed: torch (eager) or onnxruntime (the ONNX export, CPU provider; "
-                         "CUDA provider on --device cuda).")
+                         "CUDA provider on a cuda device).")
+_LATENCY_DEVICE_HELP = ("cpu, cuda or cuda:N: the device latency is timed on, your deployment's (default: "
+                        "--device, where candidates are trained and scored).")
 #: the options that choose finalists under a budget (y7nas finalists and y7nas run)
 _BAND_HELP = ("With a budget: finalists from the candidates whose cost is LO,HI x the budget (then the "
               "costliest just below it); 'none': spread over the Pareto front.")
@@ -243,7 +245,9 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
           results_dir: Path = typer.Option(Path("results"), "--results-dir", help="Results root."),
           latency_runs: int = typer.Option(10, "--latency-runs", help="Timed runs per member (0: skip)."),
           threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (proxy training: default 1)."),
-          device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (latency, proxy training)."),
+          device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (proxy training; latency too "
+                                     "unless --latency-device)."),
+          latency_device: Optional[str] = typer.Option(None, "--latency-device", help=_LATENCY_DEVICE_HELP),
           latency_backend: str = typer.Option("torch", "--latency-backend", help=_LATENCY_BACKEND_HELP),
           latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
           ) -> None:
@@ -256,7 +260,8 @@ def scale(base: Optional[str] = typer.Argument(None, help="Preset, genome YAML o
                            grid_step=grid_step, target_gflops=target_gflops,
                            target_latency=target_latency, study=study, trial=trial,
                            results_dir=results_dir, latency_runs=latency_runs, threads=threads,
-                           device=device, latency_backend=latency_backend, latency_table=latency_table)
+                           device=device, latency_device=latency_device, latency_backend=latency_backend,
+                           latency_table=latency_table)
     with user_errors():
         result = run_scale(request, progress=err.print)
     _print_family(result.family)
@@ -440,7 +445,10 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
                                          "ceil(peers/eta) peers beat a trial."),
            prune_min_epoch: int = typer.Option(1, "--prune-min-epoch", help="Pruning: first epoch checked."),
            threads: Optional[int] = typer.Option(None, "--threads", help="Total torch CPU threads, split among workers (default 1 each)."),
-           device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring and latency)."),
+           device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (scoring; latency too "
+                                      "unless --latency-device)."),
+           latency_device: Optional[str] = typer.Option(None, "--latency-device", help=_LATENCY_DEVICE_HELP
+                                                        + " Recorded on the study."),
            latency_backend: str = typer.Option("torch", "--latency-backend", help=_LATENCY_BACKEND_HELP),
            latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with "
                                                "(recorded on the study; --threads is for scoring)."),
@@ -459,7 +467,7 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
                            supernet=supernet, oneshot_calib=oneshot_calib, oneshot_val=oneshot_val,
                            prune=prune, prune_eta=prune_eta, prune_min_epoch=prune_min_epoch,
                            latency_backend=latency_backend, latency_threads=latency_threads,
-                           latency_table=latency_table)
+                           latency_table=latency_table, latency_device=latency_device)
         _run_search_cli(cfg)
 
 
@@ -467,10 +475,14 @@ def search(space: str = typer.Option(..., "--space", help="Search space (see `y7
 def worker(study: str = typer.Option(..., "--study", help="Name of an existing study."),
            storage: str = typer.Option(..., "--storage", help="Its Optuna storage URL."),
            threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+           device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N: where this worker "
+                                                "scores (default: the study's latency device)."),
            latency_backend: Optional[str] = typer.Option(None, "--latency-backend", help="Must be the "
                                                          "study's (default: the study's)."),
            latency_threads: Optional[int] = typer.Option(None, "--latency-threads", help="Must be the "
                                                          "study's (default: the study's)."),
+           latency_device: Optional[str] = typer.Option(None, "--latency-device", help="Must be the "
+                                                        "study's (default: the study's)."),
            latency_table: Optional[str] = typer.Option(None, "--latency-table", help="The study's latency "
                                                        "table on this machine (default: its recorded path)."),
            ) -> None:
@@ -479,8 +491,9 @@ def worker(study: str = typer.Option(..., "--study", help="Name of an existing s
     from nas.search import get_fidelity, load_study_config, run_worker
 
     with user_errors():
-        cfg = load_study_config(study, storage, threads=threads, latency_backend=latency_backend,
-                                latency_threads=latency_threads, latency_table=latency_table)
+        cfg = load_study_config(study, storage, threads=threads, device=device, latency_backend=latency_backend,
+                                latency_threads=latency_threads, latency_table=latency_table,
+                                latency_device=latency_device)
         get_fidelity(cfg.fidelity)().check_available()
         space = search_space(cfg)
         progress = _SearchProgress(err)
@@ -873,8 +886,10 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         latency_backend: str = typer.Option("torch", "--latency-backend", help="torch or onnxruntime."),
         latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with."),
         latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),
+        latency_device: Optional[str] = typer.Option(None, "--latency-device", help=_LATENCY_DEVICE_HELP),
         seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (supernet, scoring, finalists; "
+                                   "latency too unless --latency-device)."),
         workers: int = typer.Option(1, "--workers", help="Search worker processes on this machine."),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
         onnx_export: bool = typer.Option(False, "--onnx", help="Also export the chosen model with its weights "
@@ -901,7 +916,8 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
                         supernet_epochs=supernet_epochs,
                         activation=activation, random_subnets=random_subnets, random_from=random_from,
                         latency_backend=latency_backend, latency_threads=latency_threads,
-                        latency_table=latency_table, seed=seed, device=device, workers=workers, threads=threads,
+                        latency_table=latency_table, latency_device=latency_device, seed=seed, device=device,
+                        workers=workers, threads=threads,
                         onnx=onnx_export)
         started = time.perf_counter()
         stages = run_pipeline(cfg, _run_hooks(as_json))

@@ -326,7 +326,8 @@ class ScaleRequest:
     results_dir: str | Path = "results"
     latency_runs: int = 10
     threads: int | None = None
-    device: str = "cpu"
+    device: str = "cpu"                      # proxy training of the grid search; latency unless latency_device
+    latency_device: str | None = None        # where members are timed (None: device)
     latency_backend: str = "torch"           # how members are timed (nas.latency.LATENCY_BACKENDS)
     latency_table: str | None = None         # or a latency table that predicts them
     plot: bool = True
@@ -369,8 +370,8 @@ def _validate(req: ScaleRequest) -> tuple[Coefficients | None, tuple[float, ...]
 
 
 def _measurer(req: ScaleRequest) -> Measurer:
-    return Measurer(req.latency_runs, threads=req.threads, device=req.device, backend=req.latency_backend,
-                    table=req.latency_table)
+    return Measurer(req.latency_runs, threads=req.threads, device=req.latency_device or req.device,
+                    backend=req.latency_backend, table=req.latency_table)
 
 
 def run_scale(req: ScaleRequest, progress: Callable[[str], None] | None = None) -> ScaleResult:

@@ -2,8 +2,9 @@
 
 ``torch``: eager PyTorch (what the search always used). ``onnxruntime``: the model exported to
 ONNX (:mod:`nas.latency._onnx`) and run by ONNX Runtime, the CPU provider with the requested
-intra-op threads, or the CUDA provider on a ``cuda`` device: what most CPU deployments of YOLOv7
-run, and up to 3x faster than eager on small models (docs/LATENCY.md).
+intra-op threads, or the CUDA provider on a ``cuda`` device (timed with its input and outputs
+bound on the device: :func:`time_session`): what most CPU deployments of YOLOv7 run, and up to
+3x faster than eager on small models (docs/LATENCY.md).
 
 Every backend answers :meth:`LatencyBackend.measure` with a :class:`nas.profile.LatencyResult`
 (median, p90, mean per batch, ms) and names the library versions its numbers depend on, which a
@@ -77,12 +78,19 @@ class OnnxRuntimeBackend(LatencyBackend):
 
 def time_session(session, img: int, batch: int, runs: int, warmup: int, threads: int, device: str,
                  form: str, channels: int = 3) -> LatencyResult:
-    """Latency of an ONNX Runtime session on a random ``batch``×channels×img×img input."""
+    """Latency of an ONNX Runtime session on a random ``batch``×channels×img×img input.
+
+    What is timed (:class:`nas.latency._onnx.SessionRunner`): on the CPU the ``run`` call on host
+    arrays; on a ``cuda`` device the run with its input and outputs already bound on the device
+    (I/O binding: the input is copied there once, before any run), synchronised after each run,
+    so no host-device copy is counted."""
     import numpy as np
 
+    from nas.latency._onnx import SessionRunner
+
     x = np.random.default_rng(0).random((batch, channels, img, img), dtype=np.float32)
-    feed = {session.get_inputs()[0].name: x}
-    times = time_calls(lambda: session.run(None, feed), runs, warmup)
+    runner = SessionRunner(session, {session.get_inputs()[0].name: x}, device)
+    times = time_calls(runner, runs, warmup, runner.sync)
     return summarise_times(times, warmup, batch, img, threads, device, form)
 
 

@@ -28,7 +28,7 @@ from nas.build import LayerInfo
 from nas.errors import NasError
 from nas.fuse import fuse
 from nas.latency._backends import time_calls
-from nas.latency._onnx import DEFAULT_OPSET, PredictionsOnly, export_module, onnx_session
+from nas.latency._onnx import DEFAULT_OPSET, PredictionsOnly, SessionRunner, export_module, onnx_session
 from nas.registry import DETECT_NAMES, REGISTRY
 
 __all__ = ["HEAD_CLASS_COUNTS", "LAYER_TIMERS", "LayerUse", "export_layer_onnx", "head_time", "is_deploy_form",
@@ -153,7 +153,8 @@ def export_layer_onnx(layer: nn.Module, shapes, multi_input: bool, opset: int = 
 def _time_onnxruntime(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:
     session = onnx_session(export_layer_onnx(layer, shapes, multi_input), threads=threads, device=device)
     feed = {f"x{i}": x.numpy() for i, x in enumerate(_inputs(shapes))}
-    return time_calls(lambda: session.run(None, feed), runs, warmup)
+    runner = SessionRunner(session, feed, str(device))   # CUDA: inputs and outputs bound on the device
+    return time_calls(runner, runs, warmup, runner.sync)
 
 
 def _time_torch(layer, shapes, multi_input, runs, warmup, threads, device) -> list[float]:

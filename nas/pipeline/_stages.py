@@ -37,7 +37,9 @@ class RunConfig:
     """Everything ``y7nas run`` is asked (CLI options one to one). ``img=None``: 160 for the
     one-shot fidelity (the supernet's size), else 320. ``img`` is the size the supernet and the
     candidates are trained and scored at; ``deploy_img`` the size every cost (the budget, the
-    finalists' and the family's latency and GFLOPs) is measured at, ``img`` when not given."""
+    finalists' and the family's latency and GFLOPs) is measured at, ``img`` when not given.
+    Likewise ``device`` is where the supernet, the candidates and the finalists are trained and
+    scored, ``latency_device`` where every latency is timed (``None``: ``device``, resolved here)."""
 
     study: str
     space: str
@@ -67,6 +69,7 @@ class RunConfig:
     latency_backend: str = "torch"
     latency_threads: int = 1
     latency_table: str | None = None
+    latency_device: str | None = None
     device: str = "cpu"
     workers: int = 1
     threads: int | None = None
@@ -76,6 +79,8 @@ class RunConfig:
         object.__setattr__(self, "results_dir", Path(self.results_dir))
         if self.img is None:
             object.__setattr__(self, "img", 160 if self.fidelity == "oneshot" else 320)
+        if self.latency_device is None:
+            object.__setattr__(self, "latency_device", self.device)
         for name in ("img", "deploy_img"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -118,8 +123,8 @@ class RunConfig:
 
     def settings(self) -> dict[str, Any]:
         """What the run records and compares on a re-run. Local choices (workers, threads) are not
-        among them; the device is, as latency is timed on it (only the stages that time latency
-        depend on it: :meth:`Stage.depends_of`)."""
+        among them; the latency device is (only the stages that time latency depend on it:
+        :meth:`Stage.depends_of`); the training device is recorded but no stage depends on it."""
         local = {"study", "results_dir", "workers", "threads", "onnx"}   # onnx: an export of the result
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in local}
 
@@ -142,8 +147,8 @@ class Stage:
     depends: tuple[str, ...]          # settings whose change invalidates this stage's work
     run: Callable[[RunConfig, RunHooks, RunState], dict[str, Any]]
     needed: Callable[[RunConfig], bool] = lambda cfg: True
-    #: whether the stage times latency on ``--device`` in this run (a latency table predicts it
-    #: instead): then its work depends on the device too
+    #: whether the stage times latency on ``--latency-device`` in this run (a latency table
+    #: predicts it instead): then its work depends on the latency device too
     times_latency: Callable[[RunConfig], bool] = lambda cfg: False
     #: settings the stage depends on in some runs only (e.g. the supernet on the budget when its
     #: random sub-networks come from the budget's band)
@@ -152,7 +157,7 @@ class Stage:
     def depends_of(self, cfg: RunConfig) -> tuple[str, ...]:
         """The settings this stage's work depends on in the run ``cfg``."""
         keys = (*self.depends, *self.more(cfg))
-        return (*keys, "device") if self.times_latency(cfg) else keys
+        return (*keys, "latency_device") if self.times_latency(cfg) else keys
 
 
 # ------------------------------------------------------------------------------ stages
@@ -221,6 +226,7 @@ def search_config(cfg: RunConfig):
                         data=cfg.data,
                         max_latency=cfg.max_latency, max_gflops=cfg.max_gflops, max_params=cfg.max_params,
                         results_dir=cfg.results_dir, threads=cfg.threads, device=cfg.device,
+                        latency_device=cfg.latency_device,
                         workers=cfg.workers, latency_runs=cfg.latency_runs,
                         latency_backend=cfg.latency_backend, latency_threads=cfg.latency_threads,
                         latency_table=cfg.latency_table,
@@ -338,7 +344,7 @@ def _family_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     _, genome = resolve_base(None, cfg.study, best["number"], cfg.results_dir)
     name = f"{cfg.study}-trial{best['number']}"
     coeffs = Coefficients(1.2, 1.1, 1.15)      # EfficientNet's α, β, γ (as `y7nas scale`)
-    measure = Measurer(cfg.latency_runs, threads=cfg.latency_threads, device=cfg.device,
+    measure = Measurer(cfg.latency_runs, threads=cfg.latency_threads, device=cfg.latency_device,
                        backend=cfg.latency_backend, table=cfg.latency_table)
     base_gflops = measure.static(genome, cfg.cost_img)[1]
     metric, targets = family_targets(cfg, base_gflops)
@@ -377,7 +383,7 @@ _SEARCH_KEYS = ("space", "data", "img", "deploy_img", "max_latency", "max_gflops
                 "latency_table")
 #: The budget and its band (the supernet depends on them when its random sub-networks come from the band).
 _BUDGET_KEYS = ("max_latency", "max_gflops", "max_params", "band", "deploy_img")
-#: How latency is measured (with the device when a stage times it: :attr:`Stage.times_latency`).
+#: How latency is measured (with the latency device when a stage times it: :attr:`Stage.times_latency`).
 _LATENCY_KEYS = ("latency_runs", "latency_backend", "latency_threads", "latency_table")
 
 #: The stages of a run, in order, with the settings each depends on: each stage's own inputs,
@@ -413,6 +419,8 @@ def preflight(cfg: RunConfig) -> None:
     if cfg.fidelity == "oneshot":
         space.fixed(activation=cfg.activation)
     resolve_device(cfg.device)
+    if cfg.latency_table is None:
+        resolve_device(cfg.latency_device)
     if search_cfg.needs_latency:
         search_cfg.latency_meter().check()
     if cfg.fidelity != "flops":

@@ -253,7 +253,7 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
         ("--deploy-img", _deploy_img(stored)), ("--data", stored.get("data")), ("--max-latency", limits.get("latency_ms")),
         ("--max-gflops", limits.get("gflops")),
         ("--max-params", None if params is None else f"{params / 1e6:g}"),
-        ("--device", stored.get("device") if stored.get("device") not in (None, "cpu") else None),
+        ("--latency-device", stored.get("device") if stored.get("device") not in (None, "cpu") else None),
         ("--proxy-epochs", stored.get("proxy_epochs")), ("--proxy-subset", stored.get("proxy_subset")),
         ("--proxy-img", stored.get("proxy_img")), ("--supernet", stored.get("supernet")),
         ("--oneshot-calib", stored.get("oneshot_calib")), ("--oneshot-val", stored.get("oneshot_val")),
@@ -318,6 +318,8 @@ def run_command(study: str, settings: Mapping[str, Any], *, results_dir: str = "
         if isinstance(value, (list, tuple)):
             value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         pairs.append((flag, value))
+    if settings.get("latency_device") not in (None, settings.get("device")):
+        pairs.append(("--latency-device", settings["latency_device"]))   # the training device is local
     pairs.append(("--results-dir", results_dir if results_dir != "results" else None))
     return " ".join(["y7nas run", *_flags(pairs)])
 

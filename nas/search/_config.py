@@ -28,10 +28,12 @@ CONSTRAINTS: Mapping[str, tuple[str, float]] = {
     "max_params": ("params", 1e-6),           # millions of parameters
 }
 
-#: fields that define a study: reopening it with other values is refused
+#: fields that define a study: reopening it with other values is refused (``device`` is the device
+#: latency is timed on, ``--latency-device``, None when nothing is timed; ``latency`` comes first
+#: so that a different latency device is refused as ``latency.device``)
 STUDY_FIELDS = ("space", "space_signature", "nc", "objectives", "fidelity", "img", "deploy_img", "data",
-                "constraints", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset", "proxy_img",
-                "supernet_sha", "oneshot_calib", "oneshot_val", "latency")
+                "constraints", "latency", "device", "zero_cost_batch", "proxy_epochs", "proxy_subset",
+                "proxy_img", "supernet_sha", "oneshot_calib", "oneshot_val")
 
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 CONFIG_ATTR = "y7nas:config"
@@ -49,10 +51,12 @@ class SearchConfig:
     SQLite at ``<results_dir>/<study>/study.db``. ``max_params`` is in millions.
 
     Latency (objective ``latency_ms`` or ``--max-latency``) is measured by :meth:`latency_meter`:
-    ``latency_backend`` (``torch`` or ``onnxruntime``) on ``device`` with ``latency_threads``
-    intra-op threads (default 1), whatever ``threads`` the workers score with, or predicted by
-    the ``latency_table`` file. Those settings, the image size and the library versions are a
-    study field (``latency``): a resumed run or a worker measuring otherwise is refused.
+    ``latency_backend`` (``torch`` or ``onnxruntime``) on ``latency_device`` (``None``: the
+    scoring ``device``, resolved when the config is made) with ``latency_threads`` intra-op
+    threads (default 1), whatever ``device`` and ``threads`` the workers score with, or predicted
+    by the ``latency_table`` file. Those settings, the image size and the library versions are a
+    study field (``latency``): a resumed run or a worker measuring otherwise is refused, while
+    the scoring device is local (a study scored on a GPU for a CPU deployment resumes on a CPU).
 
     Two image sizes: ``img`` is the size candidates are scored (trained, one-shot evaluated) at;
     ``deploy_img`` the size the user deploys at, where every cost (params, GFLOPs, latency, so
@@ -86,6 +90,7 @@ class SearchConfig:
     latency_backend: str = "torch"
     latency_threads: int = 1
     latency_table: str | None = None
+    latency_device: str | None = None
     zero_cost_batch: int = 16
     proxy_epochs: int = 5
     proxy_subset: int | None = 256
@@ -106,6 +111,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", parse_objectives(self.objectives))
         object.__setattr__(self, "results_dir", Path(self.results_dir))
+        if self.latency_device is None:
+            object.__setattr__(self, "latency_device", self.device)
         if not isinstance(self.study, str) or not _STUDY_NAME.fullmatch(self.study):
             raise SearchError(f"study name {self.study!r} must be 1-100 letters, digits, '.', '_' "
                               "or '-' (it names a folder)")
@@ -178,7 +185,7 @@ class SearchConfig:
 
     def latency_meter(self) -> LatencyMeter:
         """How this search measures latency (see the class docstring)."""
-        return LatencyMeter(backend=self.latency_backend, device=self.device, threads=self.latency_threads,
+        return LatencyMeter(backend=self.latency_backend, device=self.latency_device, threads=self.latency_threads,
                             runs=self.latency_runs, warmup=self.latency_warmup, table=self.latency_table)
 
     @property
@@ -237,7 +244,7 @@ class SearchConfig:
             "deploy_img": self.cost_img,
             "data": self.data if _uses_data(self.fidelity) else None,
             "constraints": self.constraints,
-            "device": self.device if self.needs_latency else None,
+            "device": self.latency_device if self.needs_latency else None,   # where latency is timed
             "zero_cost_batch": self.zero_cost_batch if self.fidelity == "zero-cost" else None,
             "proxy_epochs": self.proxy_epochs if self.fidelity == "proxy" else None,
             "proxy_subset": self.proxy_subset if self.fidelity == "proxy" else None,
@@ -286,7 +293,8 @@ class SearchConfig:
             img=attrs["img"], deploy_img=_deploy_img(attrs), data=attrs.get("data") or "synthetic", nc=attrs["nc"],
             space_signature=attrs.get("space_signature", ""),
             dimensions=tuple(attrs.get("dimensions", ())),
-            device=attrs.get("device") or "cpu",
+            device=attrs.get("device") or "cpu",      # a worker scores where the study times latency
+            latency_device=attrs.get("device") or None,
             zero_cost_batch=attrs.get("zero_cost_batch") or 16,
             proxy_epochs=attrs.get("proxy_epochs") or 5, proxy_subset=attrs.get("proxy_subset"),
             proxy_img=attrs.get("proxy_img"), prune=attrs.get("prune", True),

@@ -191,7 +191,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         _write_genome_files(baseline, cfg.study_dir / "models" / f"{HAND_DESIGN_FILE}.yaml",
                             f"y7nas study {study}, hand design {baseline_name}")
         entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(),
-                                                    **_baseline_metrics(cfg, baseline, space, threads, progress)},
+                                                    **_baseline_metrics(cfg.replace(device=device), baseline, space,
+                                                                       threads, progress)},
                         baseline))
     shared = None              # the supernet, loaded at the first finalist and kept for the others
     say = progress or (lambda line: None)

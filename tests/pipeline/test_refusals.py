@@ -93,27 +93,29 @@ def test_finalists_and_family_depend_on_what_they_train_and_measure(tmp_path, fi
     cfg = _cfg(tmp_path, fidelity)
     stages = {s.name: set(s.depends_of(cfg)) for s in STAGES}
     assert {"space", "data", "img", "seed", "fidelity"} <= stages["finalists"]
-    assert {"img", "device", "latency_backend", "latency_threads", "latency_table", "latency_runs",
+    assert {"img", "latency_device", "latency_backend", "latency_threads", "latency_table", "latency_runs",
             "max_latency", "max_gflops", "max_params", "family_targets"} <= stages["family"]
-    assert "device" not in stages["finalists"] | stages["supernet"]
+    assert "latency_device" not in stages["finalists"] | stages["supernet"]
+    assert not any("device" in keys for keys in stages.values())   # where it trains: no stage's result
     with_table = {s.name: set(s.depends_of(_cfg(tmp_path, fidelity, latency_table="t.json"))) for s in STAGES}
-    assert "device" not in with_table["family"] | with_table["search"]   # the table's device is its own
+    assert "latency_device" not in with_table["family"] | with_table["search"]   # the table's device is its own
 
 
-def test_the_device_is_pinned_only_by_stages_that_time_latency(tmp_path):
+def test_the_latency_device_is_pinned_only_by_stages_that_time_latency(tmp_path):
     # a GFLOPs-only search does not time latency: a new device is free until the family times it
+    # (--device alone moves the latency device too: it defaults to --device)
     cfg = _cfg(tmp_path, "zero-cost", objectives=("score", "gflops"))
     _state(cfg, done=("search", "finalists"))
     assert _open(_cfg(tmp_path, "zero-cost", objectives=("score", "gflops"), device="cuda")).done("finalists")
     _state(cfg, done=("search", "finalists"), started=("family",))
-    with pytest.raises(RunError, match="already started stage family with device=\"cpu\""):
+    with pytest.raises(RunError, match="already started stage family with latency_device=\"cpu\""):
         _open(_cfg(tmp_path, "zero-cost", objectives=("score", "gflops"), device="cuda"))
     # a search that timed latency pins it from the start
     timed = _cfg(tmp_path / "t", "proxy")
     _state(timed, started=("search",))
-    with pytest.raises(RunError, match="already started stage search with device=\"cpu\""):
+    with pytest.raises(RunError, match="already started stage search with latency_device=\"cpu\""):
         _open(_cfg(tmp_path / "t", "proxy", device="cuda:0"))
-    assert _open(timed).settings["device"] == "cpu"
+    assert _open(timed).settings["latency_device"] == "cpu"
 
 
 def test_a_run_json_without_the_device_is_continued(tmp_path):
@@ -203,4 +205,4 @@ def test_a_supernet_trained_on_the_band_pins_the_budget_and_one_on_the_space_doe
     assert _open(_cfg(tmp_path / "s", "oneshot", random_from="space", max_gflops=0.05)).done("supernet")
     latency = {s.name: set(s.depends_of(_cfg(tmp_path, "oneshot", max_gflops=None, max_latency=5.0)))
                for s in STAGES}
-    assert {"max_latency", "latency_backend", "device"} <= latency["supernet"]   # the pool was timed
+    assert {"max_latency", "latency_backend", "latency_device"} <= latency["supernet"]   # the pool was timed
