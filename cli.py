@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -1031,6 +1032,8 @@ def supernet_train(space: str = typer.Option(..., "--space", help="Search space 
     summary = {"supernet": str(result.path), "epochs": result.epochs, "seconds": round(result.seconds, 3),
                "map50_95_largest": result.map50_95_largest, "map50_95_smallest": result.map50_95_smallest,
                "resumed_from": result.resumed_from}
+    if int(os.environ.get("RANK", "0")) != 0:
+        return                  # under torchrun rank 0 scores the result and reports it; the others do not
     if as_json:
         sys.stdout.write(json.dumps(summary) + "\n")
         return
