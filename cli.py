@@ -366,8 +366,9 @@ def _run_search_cli(cfg) -> None:
     from nas.search import run_search
 
     cfg, space = prepare_search(cfg)
-    if cfg.cost_size_note():
-        err.print(cfg.cost_size_note(), markup=False, soft_wrap=True)
+    note = cfg.cost_size_note()
+    if note:
+        err.print(note, markup=False, soft_wrap=True)
     progress = _SearchProgress(err)
     try:
         summary = run_search(cfg, space, progress=progress)
@@ -594,15 +595,16 @@ def _inherited(path: Path, source, device: str):
     """MODEL as a network holding the weights it inherits from the supernet in ``path``, or
     loaded from ``path`` when it is MODEL's own state dict (e.g. results/NAME/chosen.pt)."""
     from nas.recognise import recognise
-    from nas.supernet import inherited_model, is_supernet_file, read_checkpoint
+    from nas.supernet import SupernetError, inherited_model, read_checkpoint
     from search_spaces import get_space
 
-    if not is_supernet_file(path):
+    try:
+        meta = read_checkpoint(path)["meta"]
+    except SupernetError:       # not a supernet file: MODEL's own weights (load_weights says what is wrong)
         from nas.build import build_model
         from nas.evaluate import load_weights
 
         return load_weights(build_model(source.cfg), path, source.name)
-    meta = read_checkpoint(path)["meta"]
     genome = source.genome or recognise(source.cfg)
     space = get_space(meta["space"], nc=meta["nc"])
     return inherited_model(path, genome, space, device=device)

@@ -13,9 +13,10 @@ files are copies of the finalist's own, so they stay valid whatever is re-run la
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from nas.search._files import write_atomically
 
 CHOSEN = "chosen"
 
@@ -40,7 +41,7 @@ def write_chosen(study_dir: Path, best: Mapping[str, Any], say: Callable[[str], 
             f"{paths['yaml'].name} only")
     written = {}
     for key, source in sources.items():
-        _copy_atomically(source, paths[key])
+        write_atomically(paths[key], source.read_bytes())
         written[key] = str(paths[key])
     say(f"chosen model: trial {best['number']} (mAP@0.5:0.95 {float(best['map50_95']):.4f}) -> "
         f"{', '.join(Path(p).name for p in written.values())}")
@@ -62,12 +63,6 @@ def write_chosen_onnx(study_dir: Path, img: int, say: Callable[[str], None]) -> 
     say(f"chosen model: {paths['onnx']} ({img} px, ONNX Runtime vs torch max abs difference "
         f"{done.max_abs_diff:.2e})")
     return str(paths["onnx"])
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
 
 __all__ = ["CHOSEN", "chosen_paths", "write_chosen", "write_chosen_onnx"]

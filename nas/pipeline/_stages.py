@@ -81,12 +81,10 @@ class RunConfig:
             object.__setattr__(self, "img", 160 if self.fidelity == "oneshot" else 320)
         if self.latency_device is None:
             object.__setattr__(self, "latency_device", self.device)
-        for name in ("img", "deploy_img"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 32 or value % 32):
-                raise RunError(f"--{name.replace('_', '-')} must be a positive multiple of 32 (the largest "
-                               f"stride), got {value!r}")
+        from nas.search import check_image_size
+
+        check_image_size("--img", self.img)
+        check_image_size("--deploy-img", self.deploy_img)
         for name in ("trials", "finalists", "finalist_epochs", "supernet_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -267,8 +265,9 @@ def _search_stage(cfg: RunConfig, hooks: RunHooks, state: RunState) -> dict[str,
     hooks.line(f"search: {cfg.trials} candidates, fidelity {cfg.fidelity}, objectives "
                f"{','.join(search_cfg.objectives)}{_budget_text(cfg)}, scored at {cfg.img} px, costs at "
                f"{cfg.cost_img} px")
-    if search_cfg.cost_size_note():
-        hooks.line(search_cfg.cost_size_note())
+    note = search_cfg.cost_size_note()
+    if note:
+        hooks.line(note)
     progress = hooks.search_progress() if hooks.search_progress else None
     try:   # with a budget, then the targeted phase until the band holds the finalists
         summary = search_filling_band(search_cfg, space, cfg.band, cfg.finalists, progress=progress,

@@ -13,6 +13,7 @@ import shlex
 from typing import Any, Mapping, Sequence
 
 from nas.report._diff import nearest_preset
+from nas.search._config import stored_deploy_img
 from nas.search._fidelity import FIDELITIES
 from nas.search._objectives import OBJECTIVES
 from nas.search._pareto import pareto_rows
@@ -250,7 +251,7 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
         ("--space", stored.get("space")), ("--trials", budget), ("--study", study),
         ("--objectives", ",".join(stored.get("objectives", ()))), ("--fidelity", stored.get("fidelity")),
         ("--sampler", stored.get("sampler")), ("--seed", stored.get("seed")), ("--img", stored.get("img")),
-        ("--deploy-img", _deploy_img(stored)), ("--data", stored.get("data")), ("--max-latency", limits.get("latency_ms")),
+        ("--deploy-img", stored_deploy_img(stored)), ("--data", stored.get("data")), ("--max-latency", limits.get("latency_ms")),
         ("--max-gflops", limits.get("gflops")),
         ("--max-params", None if params is None else f"{params / 1e6:g}"),
         ("--latency-device", stored.get("device") if stored.get("device") not in (None, "cpu") else None),
@@ -272,12 +273,6 @@ def reproduce_commands(study: str, stored: Mapping[str, Any], budget: int, *, re
             *where]))
     commands.append(" ".join(["y7nas report", *_flags([("--study", study)]), *where]))
     return commands
-
-
-def _deploy_img(stored: Mapping[str, Any]) -> int | None:
-    """The study's ``--deploy-img`` when it differs from its ``--img`` (else the default)."""
-    deploy = stored.get("deploy_img")
-    return None if deploy in (None, stored.get("img")) else deploy
 
 
 def _choice_flags(settings: Mapping[str, Any]) -> list[tuple[str, Any]]:

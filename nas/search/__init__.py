@@ -15,7 +15,7 @@ Typical use::
 from nas.search._band import current_trial_budget, deploy_costs, draw_in_band, fill_band, search_filling_band
 from nas.search._choice import (DEFAULT_BAND, DEFAULT_ESTIMATOR, ESTIMATORS, Budget, band_rows, budget_of,
                                 choose_in_band, get_estimator, parse_band, rank_rows)
-from nas.search._config import SAMPLERS, SearchConfig, constraint_values, make_sampler, population_size
+from nas.search._config import SAMPLERS, SearchConfig, check_image_size, constraint_values, make_sampler, population_size
 from nas.search._fidelity import (FIDELITIES, EvalContext, Fidelity, FlopsFidelity, ProxyTrainFidelity,
                                   ZeroCostFidelity, get_fidelity, register_fidelity)
 from nas.search._finalists import FinalistsResult, check_finalist_options, hand_design_verdict, spread_indices, train_finalists
@@ -34,7 +34,7 @@ __all__ = [
     "DEFAULT_OBJECTIVES", "EvalContext", "Evaluator", "FIDELITIES", "Fidelity", "FinalistsResult", "FlopsFidelity",
     "OBJECTIVES", "Objective", "ParetoPlotData", "PlotPoint", "Progress", "ProgressUpdate",
     "ProxyTrainFidelity", "ReferencePoint", "SAMPLERS", "SearchConfig", "SearchSummary", "StudyStorage",
-    "ZeroCostFidelity", "constraint_values", "dominates", "draw_pareto", "export_trial", "get_fidelity",
+    "ZeroCostFidelity", "check_image_size", "constraint_values", "dominates", "draw_pareto", "export_trial", "get_fidelity",
     "hypervolume_2d", "load_study_config", "open_results_study", "make_sampler", "open_storage", "open_study", "pareto_front",
     "pareto_plot_data", "pareto_rows", "parse_objectives", "population_size", "progress_update",
     "records", "register_fidelity", "run_search", "run_worker", "spread_indices", "train_finalists",

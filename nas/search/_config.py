@@ -42,6 +42,12 @@ REFERENCES_ATTR = "y7nas:references"
 CONFIG_VERSION = 1
 
 
+def check_image_size(option: str, value: Any) -> None:
+    """Refuse (one line) an input size that is not a positive multiple of 32; None passes (unset)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 32):
+        raise SearchError(f"{option} must be a positive multiple of 32 (the largest stride), got {value!r}")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything one search run needs (CLI options map one to one onto these fields).
@@ -122,11 +128,8 @@ class SearchConfig:
             raise SearchError(f"--workers must be >= 1, got {self.workers}")
         if self.sampler is not None and self.sampler not in SAMPLERS:
             raise SearchError(f"unknown sampler {self.sampler!r} (valid: {', '.join(SAMPLERS)})")
-        if self.img < 32 or self.img % 32:
-            raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {self.img}")
-        if self.deploy_img is not None and (self.deploy_img < 32 or self.deploy_img % 32):
-            raise SearchError(f"--deploy-img must be a positive multiple of 32 (the largest stride), "
-                              f"got {self.deploy_img}")
+        check_image_size("--img", self.img)
+        check_image_size("--deploy-img", self.deploy_img)
         if self.threads is not None and self.threads < 1:
             raise SearchError(f"--threads must be >= 1, got {self.threads}")
         if isinstance(self.latency_threads, bool) or not isinstance(self.latency_threads, int) \
@@ -147,9 +150,7 @@ class SearchConfig:
             raise SearchError(f"--proxy-epochs must be >= 1, got {self.proxy_epochs}")
         if self.proxy_subset is not None and self.proxy_subset < 1:
             raise SearchError(f"--proxy-subset must be >= 1, got {self.proxy_subset}")
-        if self.proxy_img is not None and (self.proxy_img < 32 or self.proxy_img % 32):
-            raise SearchError(f"--proxy-img must be a positive multiple of 32 (the largest stride), "
-                              f"got {self.proxy_img}")
+        check_image_size("--proxy-img", self.proxy_img)
         if self.fidelity == "oneshot" and not self.supernet:
             raise SearchError("--fidelity oneshot needs --supernet FILE (made by `y7nas supernet train`)")
         if self.oneshot_calib < 1:
@@ -290,7 +291,7 @@ class SearchConfig:
         values = dict(
             study=study, space=attrs["space"], trials=budget, objectives=tuple(attrs["objectives"]),
             fidelity=attrs["fidelity"], sampler=attrs.get("sampler"), seed=attrs.get("seed", 0),
-            img=attrs["img"], deploy_img=_deploy_img(attrs), data=attrs.get("data") or "synthetic", nc=attrs["nc"],
+            img=attrs["img"], deploy_img=stored_deploy_img(attrs), data=attrs.get("data") or "synthetic", nc=attrs["nc"],
             space_signature=attrs.get("space_signature", ""),
             dimensions=tuple(attrs.get("dimensions", ())),
             device=attrs.get("device") or "cpu",      # a worker scores where the study times latency
@@ -307,10 +308,10 @@ class SearchConfig:
         return cls(**values)
 
 
-def _deploy_img(attrs: Mapping[str, Any]) -> int | None:
-    """The stored deployment size, None when it is the scoring size (or predates the field)."""
+def stored_deploy_img(attrs: Mapping[str, Any]) -> int | None:
+    """A study's stored ``--deploy-img``, None when it is its ``--img`` (or predates the field)."""
     deploy = attrs.get("deploy_img")
-    return None if deploy in (None, attrs["img"]) else int(deploy)
+    return None if deploy in (None, attrs.get("img")) else int(deploy)
 
 
 def _latency_options(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -396,5 +397,5 @@ def population_size(trials: int) -> int:
 
 
 __all__ = ["BUDGET_ATTR", "CONFIG_ATTR", "CONSTRAINTS", "DEFAULT_OBJECTIVES", "OBJECTIVES", "Objective",
-           "REFERENCES_ATTR", "SAMPLERS", "STUDY_FIELDS", "SearchConfig", "constraint_values",
-           "make_sampler", "parse_objectives", "population_size"]
+           "REFERENCES_ATTR", "SAMPLERS", "STUDY_FIELDS", "SearchConfig", "check_image_size", "constraint_values",
+           "make_sampler", "parse_objectives", "population_size", "stored_deploy_img"]

@@ -33,10 +33,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from nas.errors import NasError, SearchError
 from nas.search._choice import DEFAULT_BAND, DEFAULT_ESTIMATOR, band_rows, budget_of, choose_in_band, get_estimator
+from nas.search._config import check_image_size
 from nas.search._files import csv_text, is_number, write_atomically
 from nas.search._objectives import OBJECTIVES
 from nas.search._pareto import pareto_front, pareto_rows
-from nas.search._results import genome_of, records, write_model_files
+from nas.search._results import genome_of, records, write_genome_files, write_model_files
 
 #: the objective that replaces the search score in the finalists' front
 MAP_OBJECTIVE = "map50_95"
@@ -104,8 +105,7 @@ def check_finalist_options(top: int, epochs: int, img: int | None, subset: int |
         raise SearchError(f"--top must be >= 1, got {top}")
     if epochs < 1:
         raise SearchError(f"--epochs must be >= 1, got {epochs}")
-    if img is not None and (img < 32 or img % 32):
-        raise SearchError(f"--img must be a positive multiple of 32 (the largest stride), got {img}")
+    check_image_size("--img", img)
     if subset is not None and subset < 1:
         raise SearchError(f"--subset must be >= 1, got {subset}")
     if threads is not None and threads < 1:
@@ -188,8 +188,8 @@ def train_finalists(study: str, results_dir: Path, storage: str | None = None, t
         if not flat.with_name(flat.stem + ".genome.yaml").is_file():
             write_model_files(by_number[p["number"]], flat, study)
     if baseline is not None:
-        _write_genome_files(baseline, cfg.study_dir / "models" / f"{HAND_DESIGN_FILE}.yaml",
-                            f"y7nas study {study}, hand design {baseline_name}")
+        write_genome_files(baseline, cfg.study_dir / "models" / f"{HAND_DESIGN_FILE}.yaml",
+                           f"y7nas study {study}, hand design {baseline_name}, genome {baseline.genome_hash()}")
         entries.append(("baseline", baseline_name, {"number": None, "genome_hash": baseline.genome_hash(),
                                                     **_baseline_metrics(cfg.replace(device=device), baseline, space,
                                                                        threads, progress)},
@@ -271,25 +271,14 @@ HAND_DESIGN_FILE = "hand_design"
 def save_weights(model: Any, path: Path, study_dir: Path) -> str:
     """Save ``model``'s state dict (CPU tensors) to ``path`` atomically; returns ``path`` relative
     to ``study_dir`` (what a finalists row records)."""
-    import os
+    import io
 
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, buf)
+    write_atomically(path, buf.getvalue())
     return path.relative_to(study_dir).as_posix()
-
-
-def _write_genome_files(genome: Any, flat_path: Path, header: str) -> None:
-    """``flat_path`` (flat yolov7 YAML) and its ``.genome.yaml`` sibling for a genome."""
-    from nas.expand import dump_yaml, expand
-
-    header = f"{header}, genome {genome.genome_hash()}"
-    write_atomically(flat_path, dump_yaml(expand(genome), header=header))
-    write_atomically(flat_path.with_name(flat_path.stem + ".genome.yaml"), genome.to_yaml(header=header))
 
 
 def _baseline_metrics(cfg: Any, genome: Any, space: Any, threads: int | None,

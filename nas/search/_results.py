@@ -91,13 +91,19 @@ def genome_of(trial: Any):
 
 def write_model_files(trial: Any, flat_path: Path, study: str) -> tuple[Path, Path]:
     """``flat_path`` (flat yolov7 YAML) and its ``.genome.yaml`` sibling for one trial."""
-    from nas.expand import dump_yaml, expand
-
     genome = genome_of(trial)
     header = f"y7nas study {study}, trial {trial.number}, genome {genome.genome_hash()}"
     metrics = trial.user_attrs.get("metrics") or {}
     if metrics:
         header += "\n" + ", ".join(f"{k}={format_cell(v)}" for k, v in metrics.items())
+    return write_genome_files(genome, flat_path, header)
+
+
+def write_genome_files(genome: Any, flat_path: Path, header: str) -> tuple[Path, Path]:
+    """``flat_path`` (the flat yolov7 YAML of ``genome``) and its ``.genome.yaml`` sibling, both
+    under ``header``."""
+    from nas.expand import dump_yaml, expand
+
     genome_path = flat_path.with_name(flat_path.name.removesuffix(".yaml") + ".genome.yaml")
     write_atomically(flat_path, dump_yaml(expand(genome), header=header))
     write_atomically(genome_path, genome.to_yaml(header=header))

@@ -12,9 +12,9 @@ from nas.supernet._supernet import (Supernet, SupernetError, build_plain, coveri
 
 from nas.supernet._train import (OneShotScore, OneShotScorer, SupernetConfig, SupernetEpoch,
                                  SupernetResult, check_meta, file_sha, inherited_model, load_supernet, pool_identity,
-                                 is_supernet_file, read_checkpoint, recalibrate_bn, train_supernet)
+                                 read_checkpoint, recalibrate_bn, train_supernet)
 
 __all__ = ["OneShotScore", "OneShotScorer", "Supernet", "SupernetConfig", "SupernetEpoch",
            "SupernetError", "SupernetResult", "build_plain", "check_meta", "covering_genomes", "file_sha", "inherited_model",
-           "extract", "is_supernet_file", "load_supernet", "pool_identity", "read_checkpoint", "recalibrate_bn", "sample_genome",
+           "extract", "load_supernet", "pool_identity", "read_checkpoint", "recalibrate_bn", "sample_genome",
            "space_params", "train_supernet"]

@@ -126,16 +126,6 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def is_supernet_file(path: str | Path) -> bool:
-    """Whether ``path`` holds a y7nas supernet file (False for anything else: a model's state dict,
-    a missing or unreadable file, which the caller then reports as weights)."""
-    try:
-        read_checkpoint(path)
-    except SupernetError:
-        return False
-    return True
-
-
 def file_sha(path: str | Path) -> str:
     """First 16 hex digits of the file's sha256 (a study records which supernet scored it)."""
     import hashlib
