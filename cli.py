@@ -883,9 +883,9 @@ def run(space: str = typer.Option(..., "--space", help="Search space (see `y7nas
         activation: str = typer.Option("silu", "--activation", help="The supernet's activation (one-shot)."),
         random_subnets: int = typer.Option(2, "--random-subnets", help="Random sub-networks per supernet step "
                                            "besides the largest and smallest (one-shot)."),
-        random_from: str = typer.Option("band", "--random-from", help="Where those random sub-networks come "
-                                        "from: 'band' (with a budget: architectures of the band the finalists "
-                                        "come from) or 'space' (one-shot)."),
+        random_from: str = typer.Option("space", "--random-from", help="Where those random sub-networks come "
+                                        "from: 'space' (the whole space) or 'band' (with a budget: architectures "
+                                        "of the band the finalists come from) (one-shot)."),
         latency_backend: str = typer.Option("torch", "--latency-backend", help="torch or onnxruntime."),
         latency_threads: int = typer.Option(1, "--latency-threads", help="Threads latency is timed with."),
         latency_table: Optional[str] = typer.Option(None, "--latency-table", help=_LATENCY_TABLE_HELP),

@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=0.8)
     p.add_argument("--band", default="0.85,1.0")
     p.add_argument("--estimator", default="score")
-    p.add_argument("--random-from", default="band", choices=("band", "space"))
+    p.add_argument("--random-from", default="space", choices=("band", "space"))
     p.add_argument("--supernet-epochs", type=int, default=15)
     p.add_argument("--random-subnets", type=int, default=1)
     p.add_argument("--subset", type=int, default=0, help="training images (0: all)")
@@ -152,7 +152,7 @@ def main() -> None:
     picks: dict[int, Genome] = {}
     for search_seed in [int(x) for x in args.search_seeds.split(",")]:
         def choose(seed=search_seed):
-            cfg = SearchConfig(study=f"beats-{tag}-s{seed}", space=args.space, trials=args.trials,
+            cfg = SearchConfig(study=f"{sn_path.stem}-s{seed}", space=args.space, trials=args.trials,
                                objectives=("score", "latency_ms"), fidelity="oneshot", supernet=str(sn_path),
                                img=args.img, data=args.data, nc=data.nc, max_latency=budget.limit,
                                threads=args.threads, seed=seed, results_dir=out_dir, device=args.device,

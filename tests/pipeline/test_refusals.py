@@ -194,15 +194,15 @@ def test_a_zero_cost_run_refuses_a_new_img_data_or_seed_after_its_search(tiny_da
 
 
 def test_a_supernet_trained_on_the_band_pins_the_budget_and_one_on_the_space_does_not(tmp_path):
-    band = _cfg(tmp_path / "b", "oneshot")                          # --random-from band (default)
+    band = _cfg(tmp_path / "b", "oneshot", random_from="band")
     _state(band, done=("supernet",))
     with pytest.raises(RunError, match="already finished stage supernet with max_gflops=0.06"):
-        _open(_cfg(tmp_path / "b", "oneshot", max_gflops=0.05))
+        _open(_cfg(tmp_path / "b", "oneshot", random_from="band", max_gflops=0.05))
     with pytest.raises(RunError, match="already finished stage supernet with band="):
-        _open(_cfg(tmp_path / "b", "oneshot", band=(0.9, 1.0)))
-    space = _cfg(tmp_path / "s", "oneshot", random_from="space")
+        _open(_cfg(tmp_path / "b", "oneshot", random_from="band", band=(0.9, 1.0)))
+    space = _cfg(tmp_path / "s", "oneshot")                          # --random-from space (default)
     _state(space, done=("supernet",))
-    assert _open(_cfg(tmp_path / "s", "oneshot", random_from="space", max_gflops=0.05)).done("supernet")
-    latency = {s.name: set(s.depends_of(_cfg(tmp_path, "oneshot", max_gflops=None, max_latency=5.0)))
-               for s in STAGES}
+    assert _open(_cfg(tmp_path / "s", "oneshot", max_gflops=0.05)).done("supernet")
+    latency = {s.name: set(s.depends_of(_cfg(tmp_path, "oneshot", max_gflops=None, max_latency=5.0,
+                                             random_from="band"))) for s in STAGES}
     assert {"max_latency", "latency_backend", "latency_device"} <= latency["supernet"]   # the pool was timed

@@ -37,7 +37,7 @@ def _run_args(data: str, results: Path, **changed: str) -> list[str]:
     options = {"--space": "yolov7-tiny-cpu", "--data": data, "--study": "r", "--results-dir": str(results),
                "--img": "64", "--activation": "relu", "--supernet-epochs": "2", "--trials": "8",
                "--finalists": "2", "--finalist-epochs": "1", "--max-gflops": str(BUDGET),
-               "--family-targets": "1,2", "--threads": "1"}
+               "--family-targets": "1,2", "--threads": "1", "--random-from": "band"}   # the pool path
     options.update(changed)
     return ["run", *[x for pair in options.items() for x in pair]]
 

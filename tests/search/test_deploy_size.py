@@ -85,8 +85,11 @@ def test_run_measures_the_search_finalists_and_family_at_the_deployment_size():
     assert search_config(cfg).img == 64 and search_config(cfg).cost_img == 640
     assert cfg.cost_img == 640
     depends = {s.name: s.depends_of(cfg) for s in STAGES}
-    for stage in ("supernet", "search", "finalists", "family"):       # the supernet: its pool is drawn in the band
+    for stage in ("search", "finalists", "family"):
         assert "deploy_img" in depends[stage], stage
+    assert "deploy_img" not in depends["supernet"]                   # random sub-networks from the whole space
+    pooled = RunConfig(study="s", space="yolov7-tiny-cpu", img=64, deploy_img=640, max_latency=5.0, random_from="band")
+    assert "deploy_img" in STAGES[0].depends_of(pooled)              # its pool is drawn in the band
     assert RunConfig(study="s", space="yolov7-tiny-cpu", img=64).cost_img == 64
 
 
